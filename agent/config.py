@@ -1,0 +1,86 @@
+"""The agent's typed configuration: embedded defaults, overridden by a TOML file, overridden by flags.
+
+Example `/etc/dockyard/agent.toml` (every key optional):
+
+    listen = ["0.0.0.0:7443"]
+    tls_dir = "/etc/dockyard/tls"
+    socket = "/run/dockyard/agent.sock"
+    data_root = "/var/lib/dockyard"
+    log_level = "info"
+    runtime = "runc"                      # or "crun"
+    insecure_registries = ["127.0.0.1:5000"]
+    [registry_mirrors]
+    "docker.io" = ["https://mirror.example:5000"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import InvalidArgument
+
+DEFAULT_PORT = 7443
+DEFAULT_CONFIG_DIR = Path("/etc/dockyard")
+DEFAULT_SOCKET = Path("/run/dockyard/agent.sock")
+DEFAULT_DATA_ROOT = Path("/var/lib/dockyard")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    listen: tuple[str, ...] = ()
+    tls_dir: Path = DEFAULT_CONFIG_DIR / "tls"
+    socket: Path | None = DEFAULT_SOCKET
+    data_root: Path = DEFAULT_DATA_ROOT
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    log_level: str = "info"
+    runtime: str = "runc"
+    insecure_registries: tuple[str, ...] = ()
+    registry_mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_overrides(self, **overrides: Any) -> AgentConfig:
+        """Return a copy with every non-None override applied (flags beat the file)."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **values)
+
+
+_PATH_KEYS = {"tls_dir", "socket", "data_root", "config_dir"}
+_TUPLE_KEYS = {"listen", "insecure_registries"}
+
+
+def load(path: Path | None) -> AgentConfig:
+    """Read a TOML config file; None gives the embedded defaults. Unknown keys are an error."""
+    if path is None:
+        return AgentConfig()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InvalidArgument(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"config file {path}: {exc}") from exc
+    return from_mapping(raw, source=str(path))
+
+
+def from_mapping(raw: dict[str, Any], source: str = "config") -> AgentConfig:
+    known = {f.name for f in dataclasses.fields(AgentConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InvalidArgument(f"{source}: unknown key(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _PATH_KEYS:
+            values[key] = Path(value) if value else None
+        elif key in _TUPLE_KEYS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidArgument(f"{source}: {key} must be a list of strings")
+            values[key] = tuple(value)
+        elif key == "registry_mirrors":
+            if not isinstance(value, dict):
+                raise InvalidArgument(f"{source}: registry_mirrors must be a table")
+            values[key] = {str(k): tuple(v) for k, v in value.items()}
+        else:
+            values[key] = value
+    return AgentConfig(**values)

@@ -1,0 +1,232 @@
+"""The agent's composition root: build managers from config, serve them over gRPC, shut down cleanly.
+
+Areas plug in at the two marked spots: `Components.build` constructs managers and registers start/stop
+hooks; `register_services` adds servicers. Servicers only translate; managers own behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agent import errors, log
+from agent.api.v1 import system_pb2_grpc
+from agent.config import AgentConfig
+from agent.server.interceptors import AgentInterceptor
+from agent.server.system import Counts, SystemServicer
+from agent.server.tls import ReloadableServerCredentials
+from agent.state.db import Database
+
+_log = log.get(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+DRAIN_SECONDS = 10.0
+
+
+@dataclass
+class Components:
+    """Everything the servicers need, built once per agent process."""
+
+    config: AgentConfig
+    db: Database
+    started_at: datetime
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    count_images: Callable[[], int] = lambda: 0
+    count_containers: Callable[[], tuple[int, int]] = lambda: (0, 0)
+    # >>> managers (fields): each area adds its manager attribute here, e.g. `images: ImageManager | None = None`
+    # <<< managers (fields)
+
+    @classmethod
+    def build(cls, config: AgentConfig) -> Components:
+        config.data_root.mkdir(parents=True, exist_ok=True)
+        c = cls(config=config, db=Database(config.data_root / "dockyard.db"), started_at=datetime.now(UTC))
+        # >>> managers (construction): each area builds its manager from `c.config`/`c.db` and appends
+        # its start (reconcile) / stop hooks to c.on_start / c.on_stop.
+        # <<< managers (construction)
+        return c
+
+    def counts(self) -> Counts:
+        total, running = self.count_containers()
+        return Counts(images=self.count_images(), containers=total, containers_running=running)
+
+
+def register_services(server: grpc.aio.Server, c: Components) -> None:
+    system_pb2_grpc.add_SystemServicer_to_server(
+        SystemServicer(
+            data_root=str(c.config.data_root),
+            default_runtime=c.config.runtime,
+            started_at=c.started_at,
+            counts=c.counts,
+        ),
+        server,
+    )
+    # >>> services: each area registers its servicer here
+    # <<< services
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise errors.InvalidArgument(f"listen address {address!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class DataRootLock:
+    """An exclusive flock on the data root so two agents never share one state directory."""
+
+    def __init__(self, data_root: Path) -> None:
+        self._path = data_root / "agent.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._file = self._path.open("a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise errors.FailedPrecondition(
+                f"another dockyard-agent is using data root {self._path.parent}"
+            ) from exc
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _socket_in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+class Agent:
+    """One serving agent process: listeners, signal handling, lifecycle hooks."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.credentials: ReloadableServerCredentials | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.bound: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._lock = DataRootLock(config.data_root)
+        self.components: Components | None = None
+
+    async def _open_listeners(self, server: grpc.aio.Server) -> None:
+        if self.config.listen:
+            self.credentials = ReloadableServerCredentials(self.config.tls_dir)
+            for address in self.config.listen:
+                split_host_port(address)
+                port = server.add_secure_port(address, self.credentials.credentials)
+                if port == 0:
+                    raise errors.Unavailable(f"cannot listen on {address}")
+                self.bound[address] = port
+        sock = self.config.socket
+        if sock is not None:
+            sock.parent.mkdir(parents=True, exist_ok=True)
+            if sock.exists():
+                if _socket_in_use(sock):
+                    raise errors.FailedPrecondition(f"another agent is serving on {sock}")
+                sock.unlink()
+            if server.add_insecure_port(f"unix:{sock}") == 0:
+                raise errors.Unavailable(f"cannot listen on unix socket {sock}")
+        if not self.config.listen and sock is None:
+            raise errors.InvalidArgument("nothing to serve on: give --listen HOST:PORT or --socket PATH")
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
+
+    def reload_tls(self) -> None:
+        if self.credentials is None:
+            _log.info("tls.reload_skipped", reason="no TCP listener")
+            return
+        self.credentials.reload()
+
+    async def run(self) -> None:
+        self.config.data_root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            await self._serve()
+        finally:
+            self._lock.release()
+
+    async def _serve(self) -> None:
+        components = Components.build(self.config)
+        self.components = components
+        server = grpc.aio.server(
+            interceptors=[AgentInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        self.server = server
+        register_services(server, components)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._open_listeners(server)
+        for hook in components.on_start:
+            await hook()
+        await server.start()
+        if self.config.socket is not None:
+            os.chmod(self.config.socket, 0o660)  # root and the socket's group only, like docker.sock
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._install_signals(asyncio.get_running_loop())
+        _log.info(
+            "agent.started",
+            pid=os.getpid(),
+            listen={a: p for a, p in self.bound.items()},
+            socket=str(self.config.socket) if self.config.socket else None,
+            data_root=str(self.config.data_root),
+            tls_subject=self.credentials.identity.subject if self.credentials else None,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(server, components)
+
+    async def _shutdown(self, server: grpc.aio.Server, components: Components) -> None:
+        _log.info("agent.stopping", drain_seconds=DRAIN_SECONDS)
+        await self.health.enter_graceful_shutdown()
+        await server.stop(DRAIN_SECONDS)
+        for hook in reversed(components.on_stop):
+            try:
+                await hook()
+            except Exception as exc:  # one failing hook must not skip the others
+                _log.error("agent.stop_hook_failed", exc_info=exc)
+        components.db.close()
+        if self.config.socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.config.socket.unlink()
+        _log.info("agent.stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+
+def serve(config: AgentConfig) -> Any:
+    """Run the agent until SIGTERM/SIGINT; returns when drained."""
+    return asyncio.run(Agent(config).run())

@@ -1,0 +1,162 @@
+"""The CLI's runtime context: chosen targets, output format, and how a command runs on them.
+
+A command supplies `op(client, out) -> data` (JSON-able data) and how to show that data (`table` or
+`fields`). `App.run` runs it on one agent (output exactly as a single-agent CLI) or on several at once
+(tables gain a HOST column, streamed lines are prefixed `host | `, JSON is keyed by host, a summary
+line, exit 1 if any host failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from controller import output
+from controller.client import AgentClient
+from controller.errors import ControllerError
+from controller.target import Target
+
+
+class HostOutput:
+    """Where a running command writes live lines (logs, progress); prefixed by host in fan-out."""
+
+    def __init__(self, host: str | None, console: Console) -> None:
+        self.host = host
+        self.console = console
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        prefix = f"{self.host} | " if self.host else ""
+        stream.write(f"{prefix}{text}\n")
+        stream.flush()
+
+
+Op = Callable[[AgentClient, HostOutput], Awaitable[Any]]
+
+
+@dataclass
+class App:
+    targets: list[Target]
+    config_dir: Path
+    format: str = "table"
+    timeout: float = 30.0
+    parallel: int = 256
+    console: Console = field(default_factory=output.console)
+    err_console: Console = field(default_factory=lambda: output.console(sys.stderr))
+
+    @property
+    def json(self) -> bool:
+        return self.format == "json"
+
+    def run(
+        self,
+        op: Op,
+        *,
+        table: Callable[[Any], output.Table] | None = None,
+        fields: Callable[[Any], output.Fields] | None = None,
+        text: Callable[[Any], str] | None = None,
+    ) -> Any:
+        """Run `op` on every target and print the results. Raises ControllerError if any host failed."""
+        if len(self.targets) == 1:
+            result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None, self.console)))
+            self._show(result, table=table, fields=fields, text=text)
+            return result
+        results = asyncio.run(self._run_many(op))
+        self._show_many(results, table=table, fields=fields, text=text)
+        return results
+
+    async def _run_one(self, target: Target, op: Op, out: HostOutput) -> Any:
+        client = AgentClient(target, self.config_dir)
+        try:
+            return await op(client, out)
+        finally:
+            await client.close()
+
+    async def _run_many(self, op: Op) -> dict[str, Any | ControllerError]:
+        limit = asyncio.Semaphore(self.parallel)
+
+        async def one(target: Target) -> Any | ControllerError:
+            async with limit:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        return await self._run_one(target, op, HostOutput(target.name, self.console))
+                except TimeoutError:
+                    return ControllerError(f"timed out after {self.timeout:g}s", target.name)
+                except ControllerError as exc:
+                    exc.host = exc.host or target.name
+                    return exc
+
+        values = await asyncio.gather(*(one(t) for t in self.targets))
+        return {t.name: v for t, v in zip(self.targets, values, strict=True)}
+
+    def _show(
+        self,
+        result: Any,
+        *,
+        table: Callable[[Any], output.Table] | None,
+        fields: Callable[[Any], output.Fields] | None,
+        text: Callable[[Any], str] | None,
+    ) -> None:
+        if result is None:
+            return
+        if self.json:
+            output.print_json(result)
+        elif table is not None:
+            output.print_table(table(result), self.console)
+        elif fields is not None:
+            output.print_fields(fields(result), self.console)
+        elif text is not None:
+            rendered = text(result)
+            if rendered:
+                self.console.print(rendered, markup=False)
+
+    def _show_many(
+        self,
+        results: dict[str, Any | ControllerError],
+        *,
+        table: Callable[[Any], output.Table] | None,
+        fields: Callable[[Any], output.Fields] | None,
+        text: Callable[[Any], str] | None,
+    ) -> None:
+        ok = {h: r for h, r in results.items() if not isinstance(r, ControllerError)}
+        failed = {h: r for h, r in results.items() if isinstance(r, ControllerError)}
+        if self.json:
+            output.print_json(
+                {h: ({"error": str(r.message)} if isinstance(r, ControllerError) else r) for h, r in results.items()}
+            )
+        elif table is not None:
+            columns: list[str] = []
+            rows: list[list[Any]] = []
+            hosts: list[str] = []
+            for host, result in ok.items():
+                if result is None:
+                    continue
+                t = table(result)
+                columns = list(t.columns)
+                for row in t.rows:
+                    hosts.append(host)
+                    rows.append(list(row))
+            if columns:
+                output.print_table(output.Table(columns, rows), self.console, host_column=hosts)
+        else:
+            for host, result in ok.items():
+                if result is None:
+                    continue
+                if fields is not None:
+                    self.console.print(f"{host}:", markup=False)
+                    output.print_fields(fields(result), self.console, indent="  ")
+                elif text is not None:
+                    for line in text(result).splitlines():
+                        self.console.print(f"{host} | {line}", markup=False)
+        summary = f"{len(ok)} ok, {len(failed)} failed"
+        self.err_console.print(summary, markup=False)
+        for exc in failed.values():
+            self.err_console.print(f"error: {exc}", markup=False)
+        if failed:
+            raise SystemExit(1)

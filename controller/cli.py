@@ -1,0 +1,102 @@
+"""`dockyard`: parse flags, pick targets, hand over to a command module; print errors as one line.
+
+No logic lives here: commands are in controller/commands/, targets in controller/target.py, the run
+and output mechanics in controller/app.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from controller import target as target_mod
+from controller.app import App
+from controller.commands import pki as pki_cmds
+from controller.commands import system as system_cmds
+from controller.config import ENV_HOST, config_dir
+from controller.errors import ControllerError, UsageError
+from controller.target import Target
+
+
+def resolve_targets(hosts: tuple[str, ...], cfg_dir: Path) -> list[Target]:
+    """Turn -H values (or $DOCKYARD_HOST, or the local socket) into targets."""
+    if not hosts:
+        return [target_mod.default()]
+    targets: list[Target] = []
+    for value in hosts:
+        for part in value.split(","):
+            if part.strip():
+                targets.append(target_mod.parse(part))
+    return list({t.name: t for t in targets}.values())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "-H",
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="TARGET",
+    help=f"agent to talk to: unix:///path or HOST[:PORT] (repeatable; default ${ENV_HOST} or the local socket)",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="per-host seconds")
+@click.option("--parallel", type=click.IntRange(min=1), default=256, show_default=True, help="hosts at once")
+@click.option("--config-dir", type=click.Path(path_type=Path), help="default $DOCKYARD_CONFIG_DIR or ~/.config/dockyard")
+@click.version_option(package_name="dockyard", prog_name="dockyard")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    hosts: tuple[str, ...],
+    fmt: str,
+    timeout: float,
+    parallel: int,
+    config_dir: Path | None,
+) -> None:
+    """Dockyard: containers on one host or a whole fleet."""
+    cfg_dir = config_dir or globals()["config_dir"]()
+    ctx.obj = App(
+        targets=resolve_targets(hosts, cfg_dir),
+        config_dir=cfg_dir,
+        format=fmt,
+        timeout=timeout,
+        parallel=parallel,
+    )
+
+
+cli.add_command(system_cmds.info)
+cli.add_command(system_cmds.version)
+cli.add_command(system_cmds.ping)
+cli.add_command(pki_cmds.pki_group)
+# >>> command modules: each area registers its commands here
+# <<< command modules
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="dockyard", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except ControllerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(0)
+    except SystemExit:
+        raise
+    except UsageError as exc:  # pragma: no cover - subclass of ControllerError, kept for clarity
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""AgentClient: one long-lived gRPC channel to one agent, with deadlines and error translation.
+
+The only place that turns gRPC failures into ControllerErrors. Over TCP the channel is mutual TLS with
+the controller's config dir (`ca.pem`, `client.pem`, `client-key.pem`); gRPC checks the agent's
+certificate against the dialled name. When a TCP connection fails we ask `tlsdiag` why, so the user
+reads "name mismatch" or "expired" instead of "handshake failed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from controller import pki, tlsdiag
+from controller.errors import AgentCallError, ConnectError, ControllerError
+from controller.target import Target
+
+StubT = TypeVar("StubT")
+
+DEFAULT_TIMEOUT = 30.0
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+class AgentClient:
+    """A connection to one agent. Create with `AgentClient(target, config_dir)`; `await close()` at the end."""
+
+    def __init__(self, target: Target, config_dir: Path) -> None:
+        self.target = target
+        self.config_dir = config_dir
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[type[Any], Any] = {}
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = self._open()
+        return self._channel
+
+    def _tls_files(self) -> tuple[Path, Path, Path]:
+        d = self.config_dir
+        return d / pki.CA_CERT, d / pki.CLIENT_CERT, d / pki.CLIENT_KEY
+
+    def _open(self) -> grpc.aio.Channel:
+        if self.target.kind == "unix":
+            return grpc.aio.insecure_channel(self.target.grpc_target, options=_CHANNEL_OPTIONS)
+        ca, cert, key = self._tls_files()
+        missing = [p for p in (ca, cert, key) if not p.exists()]
+        if missing:
+            raise ConnectError(
+                f"no client TLS identity ({', '.join(str(p) for p in missing)} missing); "
+                "run `dockyard pki init` or install a certificate from `dockyard pki issue-client`",
+                self.name,
+            )
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+        )
+        return grpc.aio.secure_channel(self.target.grpc_target, creds, options=_CHANNEL_OPTIONS)
+
+    def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        cached = self._stubs.get(stub_cls)  # type: ignore[arg-type]
+        if cached is None:
+            cached = stub_cls(self.channel)
+            self._stubs[stub_cls] = cached  # type: ignore[index]
+        return cached  # type: ignore[no-any-return]
+
+    @staticmethod
+    def metadata() -> tuple[tuple[str, str], ...]:
+        return (("x-request-id", uuid.uuid4().hex[:16]),)
+
+    async def call(self, method: Any, request: Any, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """Invoke a unary RPC (a stub attribute) and translate its failure."""
+        try:
+            return await method(request, timeout=timeout, metadata=self.metadata(), wait_for_ready=False)
+        except grpc.aio.AioRpcError as exc:
+            raise await self.translate(exc) from None
+
+    async def stream(
+        self, method: Any, request: Any, *, timeout: float | None = None
+    ) -> AsyncIterator[Any]:
+        """Iterate a server-streaming RPC, translating its failure."""
+        call = method(request, timeout=timeout, metadata=self.metadata())
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise await self.translate(exc) from None
+        finally:
+            call.cancel()
+
+    async def translate(self, exc: grpc.aio.AioRpcError) -> ControllerError:
+        code = exc.code()
+        details = exc.details() or code.name.lower()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ConnectError(await self._why_unreachable(details), self.name)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return AgentCallError(f"timed out waiting for the agent ({details})", code.name, self.name)
+        return AgentCallError(details, code.name, self.name)
+
+    async def _why_unreachable(self, details: str) -> str:
+        if self.target.kind == "unix":
+            path = Path(self.target.address)
+            if not path.exists():
+                return f"no agent socket at {path} (is dockyard-agent running?)"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return f"permission denied on {path} (root or the socket's group only)"
+            return f"cannot reach the agent at {path}: {details}"
+        ca, cert, key = self._tls_files()
+        reason = await asyncio.to_thread(
+            tlsdiag.diagnose, self.target.address, self.target.port, ca, cert, key
+        )
+        if reason is None:
+            return f"cannot reach the agent: {details}"
+        if reason.startswith(("connection refused", "timed out", "cannot connect")):
+            return reason
+        return f"TLS failure: {reason}"
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
