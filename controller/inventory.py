@@ -13,8 +13,8 @@ Example `$DOCKYARD_CONFIG_DIR/inventory.toml`:
     [groups]
     edge = ["edge-1", "edge-2"]
 
-A target (`-H`) is a host name, `@group`, `all`, an address (`HOST`, `HOST:PORT`, `unix:///path`), or a
-comma list of those; `--selector key=value` keeps only hosts whose labels match. The file is rewritten
+A target (`-H`) is a host name, `@group`, `all`, an address (`HOST`, `HOST:PORT`, `unix:///path`),
+`NAME=ADDRESS[:PORT]` (a named host not yet in the inventory, as bootstrap takes it), or a comma list; `--selector key=value` keeps only hosts whose labels match. The file is rewritten
 atomically when bootstrap records a host.
 """
 
@@ -193,6 +193,15 @@ def _resolve(inventory: Inventory, token: str) -> list[Host]:
         return [inventory.hosts[m] for m in inventory.groups[group]]
     if token in inventory.hosts:
         return [inventory.hosts[token]]
+    name, sep, address = token.partition("=")
+    if sep:  # NAME=ADDRESS[:PORT]: an ad hoc host with a name (how bootstrap names new hosts)
+        if not _NAME_RE.match(name) or name == "all" or not address:
+            raise InventoryError(f"invalid host {token!r}: expected NAME=ADDRESS[:PORT]")
+        known = inventory.hosts.get(name)
+        host, port = split_address(address)
+        if known is not None:
+            return [replace(known, address=host, port=port or known.port)]
+        return [Host(name=name, address=host, port=port or DEFAULT_PORT)]
     return [_by_address(inventory, token)]
 
 

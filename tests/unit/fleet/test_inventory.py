@@ -75,6 +75,10 @@ def test_ad_hoc_addresses(fleet: Inventory) -> None:
     assert h.target == "[::1]:7000"
     [h] = inv.select(Inventory(), ["unix:///run/dockyard/agent.sock"])
     assert h.target == "unix:///run/dockyard/agent.sock"
+    [h] = inv.select(Inventory(), ["web-1=192.0.2.7"])
+    assert (h.name, h.target) == ("web-1", "192.0.2.7:7443")
+    [h] = inv.select(fleet, ["core=10.9.9.9:7000"])
+    assert (h.name, h.target, h.labels) == ("core", "10.9.9.9:7000", {"arch": "amd64", "site": "dc"})
     # A known address on another port is a different (ad hoc) host.
     [h] = inv.select(fleet, ["10.0.0.7:9999"])
     assert h.name == "10.0.0.7:9999"
@@ -88,6 +92,7 @@ def test_ad_hoc_addresses(fleet: Inventory) -> None:
         (["a,,b"], [], "empty host"),
         (["all"], ["arch"], "invalid selector"),
         (["h:99999"], [], "invalid port"),
+        (["bad name=1.2.3.4"], [], "expected NAME=ADDRESS"),
     ],
 )
 def test_select_errors(fleet: Inventory, targets: list[str], selectors: list[str], message: str) -> None:
