@@ -1,0 +1,289 @@
+"""Test hosts: each a network namespace plus a mount namespace, on a private bridge, with its own sshd.
+
+Host N lives in netns `dyf-hN` at 10.231.0.(10+N)/24 (veth `dyf-vN` on bridge `dyf-br0`, whose root-side
+address is 10.231.0.1). Its sshd runs inside `unshare -m` with private /etc/dockyard, /opt/dockyard,
+/var/lib/dockyard and /run/dockyard (tmp dirs bind-mounted over them) and an empty shell profile for
+root, so every SSH session — and every agent a session starts — sees only that host's files. sshd has
+its own host key and config, root login by key only, no PAM.
+
+Teardown kills every process inside each namespace by pid (`ip netns pids`), then removes the namespaces,
+veths and the bridge; `Fleet.close()` is safe to call after a partial setup and twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "dyf-"
+BRIDGE = f"{PREFIX}br0"
+SUBNET = os.environ.get("DYF_SUBNET", "10.231.0")
+GATEWAY = f"{SUBNET}.1"
+PRIVATE_DIRS = ("etc/dockyard", "opt/dockyard", "var/lib/dockyard", "run/dockyard")
+PROFILES = ("/root/.bashrc", "/root/.profile")
+SSHD = "/usr/sbin/sshd"
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def wait_until(predicate: object, deadline_s: float, what: str, interval: float = 0.05) -> None:
+    """Poll `predicate()` until true; fail with `what` when the deadline passes."""
+    assert callable(predicate)
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {deadline_s:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class TestHost:
+    index: int
+    root: Path
+    client_pubkey: str
+    sshd_proc: subprocess.Popen[bytes] | None = None
+    created_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}h{self.index}"
+
+    @property
+    def netns(self) -> str:
+        return self.name
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET}.{10 + self.index}"
+
+    @property
+    def host_key(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+    def private(self, path: str) -> Path:
+        """Where the host's private `path` (e.g. /var/lib/dockyard/agent.log) is seen from outside."""
+        for d in PRIVATE_DIRS:
+            if path == f"/{d}" or path.startswith(f"/{d}/"):
+                return self.root / d.replace("/", "-") / path[len(d) + 2 :]
+        raise ValueError(f"{path} is not private to the host")
+
+    def setup(self) -> None:
+        self.root.mkdir(parents=True)
+        for d in PRIVATE_DIRS:
+            (self.root / d.replace("/", "-")).mkdir()
+        (self.root / "empty-profile").write_text("")
+        (self.root / "authorized_keys").write_text(self.client_pubkey)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.host_key))
+        (self.root / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {self.address}:22",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.root / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PrintMotd no",
+                    "UseDNS no",
+                    "MaxStartups 200",
+                    "MaxSessions 50",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+        veth_root, veth_ns = f"{PREFIX}v{self.index}", f"{PREFIX}p{self.index}"
+        sh("ip", "netns", "add", self.netns)
+        sh("ip", "link", "add", veth_root, "type", "veth", "peer", "name", veth_ns)
+        sh("ip", "link", "set", veth_ns, "netns", self.netns)
+        sh("ip", "link", "set", veth_root, "master", BRIDGE, "up")
+        inside = ("ip", "netns", "exec", self.netns)
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        sh(*inside, "ip", "link", "set", veth_ns, "name", "eth0")
+        sh(*inside, "ip", "addr", "add", f"{self.address}/24", "dev", "eth0")
+        sh(*inside, "ip", "link", "set", "eth0", "up")
+        for d in PRIVATE_DIRS:
+            target = Path("/") / d
+            if not target.exists():
+                target.mkdir(parents=True)
+                self.created_dirs.append(target)
+        self.start_sshd()
+
+    def _sshd_script(self) -> str:
+        lines = [f"mount --bind {self.root / d.replace('/', '-')} /{d}" for d in PRIVATE_DIRS]
+        lines += [f"mount --bind {self.root / 'empty-profile'} {p}" for p in PROFILES if Path(p).exists()]
+        lines += ["mkdir -p /run/sshd", f"exec {SSHD} -D -e -f {self.root / 'sshd_config'}"]
+        return " && ".join(lines)
+
+    def start_sshd(self) -> None:
+        log = (self.root / "sshd.log").open("ab")
+        argv = ["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private"]
+        argv += ["sh", "-c", self._sshd_script()]
+        self.sshd_proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        proc = self.sshd_proc
+        wait_until(lambda: proc.poll() is not None or port_open(self.address, 22), 10, f"sshd of {self.name}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd of {self.name} exited: {(self.root / 'sshd.log').read_text()[-2000:]}")
+
+    def stop_sshd(self) -> None:
+        """Stop the listening sshd (sessions already open are ended too: they are its children)."""
+        proc, self.sshd_proc = self.sshd_proc, None
+        if proc is None:
+            return
+        for pid in self.pids():
+            if pid != proc.pid and _ppid(pid) == proc.pid:
+                _signal(pid, signal.SIGKILL)
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        wait_until(lambda: not port_open(self.address, 22), 5, f"sshd of {self.name} to close")
+
+    def replace_host_key(self) -> bytes:
+        """Give sshd a new host key (restart); returns the old private key so a test can restore it."""
+        old = self.host_key.read_bytes()
+        self.stop_sshd()
+        self.host_key.unlink()
+        Path(f"{self.host_key}.pub").unlink()
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.host_key))
+        self.start_sshd()
+        return old
+
+    def restore_host_key(self, old: bytes) -> None:
+        self.stop_sshd()
+        self.host_key.write_bytes(old)
+        os.chmod(self.host_key, 0o600)
+        self.start_sshd()
+
+    def pids(self) -> list[int]:
+        out = sh("ip", "netns", "pids", self.netns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def read_pidfile(self, path: str) -> int | None:
+        try:
+            return int(self.private(path).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def teardown(self) -> None:
+        """Kill everything in the namespace (SIGTERM, then SIGKILL), then remove it."""
+        if self.sshd_proc is not None:
+            self.sshd_proc.terminate()
+        pids = self.pids()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not self.pids(), 5, f"processes of {self.name}")
+        for pid in self.pids():
+            _signal(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not self.pids(), 5, f"processes of {self.name} after SIGKILL")
+        if self.sshd_proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sshd_proc.wait(timeout=5)
+            self.sshd_proc = None
+        sh("ip", "link", "del", f"{PREFIX}v{self.index}", check=False)
+        sh("ip", "netns", "del", self.netns, check=False)
+        for d in self.created_dirs:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+class Fleet:
+    """N test hosts plus the client key that logs in to all of them as root."""
+
+    def __init__(self, count: int, base: Path | None = None) -> None:
+        self.count = count
+        self.base = Path(tempfile.mkdtemp(prefix="dyf-fleet-", dir=base))
+        self.client_key = self.base / "id_ed25519"
+        self.hosts: list[TestHost] = []
+
+    def setup(self) -> None:
+        _remove_stale()
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dyf-client", "-f", str(self.client_key))
+        pub = Path(f"{self.client_key}.pub").read_text()
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        for i in range(1, self.count + 1):
+            host = TestHost(index=i, root=self.base / f"h{i}", client_pubkey=pub)
+            self.hosts.append(host)
+            host.setup()
+
+    def close(self) -> None:
+        for host in self.hosts:
+            try:
+                host.teardown()
+            except Exception as exc:  # keep tearing down the others
+                print(f"teardown of {host.name} failed: {exc}")
+        self.hosts = []
+        sh("ip", "link", "del", BRIDGE, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __getitem__(self, i: int) -> TestHost:
+        return self.hosts[i]
+
+
+def _remove_stale() -> None:
+    """A crashed earlier run may have left our (prefixed) namespaces and bridge: remove them first."""
+    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(f"{PREFIX}h"):
+            for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
+                _signal(int(pid), signal.SIGKILL)
+            sh("ip", "netns", "del", name, check=False)
+    sh("ip", "link", "del", BRIDGE, check=False)
+
+
+@contextlib.contextmanager
+def fleet(count: int) -> Iterator[Fleet]:
+    f = Fleet(count)
+    try:
+        f.setup()
+        yield f
+    finally:
+        f.close()
