@@ -1,0 +1,334 @@
+"""ImageManager: the images facade the Images servicer (and other areas) call.
+
+It ties together the content store (`content.py`), snapshots (`snapshots.py`), metadata (`store.py`),
+unpacking (`unpack.py`), archives (`archive.py`) and GC (`gc.py`). Pull and push live in
+`agent/images/pull.py` / `push.py` and are exposed here as `pull(...)` / `push(...)`.
+
+For other areas:
+
+* Containers: `await images.resolve_for_run(ref)` → `(ImageRecord, config dict, lowerdirs)`. `lowerdirs`
+  are the image's snapshot directories, top-most first, ready for
+  `mount -t overlay overlay -o lowerdir=<":".join(lowerdirs)>,upperdir=…,workdir=… <rootfs>`; the config
+  dict is the OCI image config (`config.Env`, `config.Cmd`, `config.Entrypoint`, `config.WorkingDir`,
+  `config.User`, ...). Keep the record's `digest` with the container and provide
+  `images.in_use = lambda: {digests of images that containers use}` so that `rmi` refuses (without -f)
+  and `image prune` / GC keeps their snapshots.
+* Pull (registry area): write blobs with `self.content.ingest(...)` inside `async with self.operation():`,
+  then `await self.register(name, manifest_digest, index_digest=...)` which reads manifest and config from
+  the content store, unpacks any layer whose snapshot is missing, and records the image. To unpack while
+  downloading, use `self.snapshots.prepare/commit` with `unpack.unpack_blob` yourself first; `register`
+  then only verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import agent.log
+from agent.errors import FailedPrecondition, Integrity, InvalidArgument, NotFound
+from agent.images import gc
+from agent.images.content import ContentStore
+from agent.images.reference import Reference
+from agent.images.snapshots import SnapshotStore, chain_ids
+from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
+from agent.images.unpack import unpack_blob
+from agent.registry import manifests
+from agent.registry.platform import Platform
+from agent.state.db import Database
+
+log = agent.log.get(__name__)
+
+InUse = Callable[[], set[str]]
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    untagged: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    reclaimed: int = 0
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: tuple[str, ...] = ()
+    untagged: tuple[str, ...] = ()
+    reclaimed: int = 0
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    images: int
+    images_active: int
+    images_size: int
+    images_reclaimable: int
+    snapshots: int
+    snapshots_size: int
+    content_blobs: int
+    content_size: int
+    ingest_size: int
+
+
+def _no_containers() -> set[str]:
+    return set()
+
+
+class ImageManager:
+    """Owner of `<data_root>/content`, `<data_root>/snapshots` and the `images_*` tables."""
+
+    def __init__(
+        self,
+        data_root: Path,
+        db: Database,
+        *,
+        in_use: InUse | None = None,
+        durable: bool = True,
+        unpack_parallelism: int = 4,
+    ) -> None:
+        self.data_root = data_root
+        self.content = ContentStore(data_root / "content")
+        self.snapshots = SnapshotStore(data_root / "snapshots", db, durable=durable)
+        self.store = ImageStore(db)
+        self.tmp_dir = data_root / "tmp" / "images"
+        self.in_use: InUse = in_use or _no_containers
+        self.gc_lock = gc.GcLock()
+        self._unpack_slots = asyncio.Semaphore(max(1, unpack_parallelism))
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile on-disk state with the database (half-done snapshots, temp files)."""
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshots.reconcile()
+
+    def operation(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold while writing content whose image record does not exist yet (keeps GC away)."""
+        return self.gc_lock.operation()
+
+    def count(self) -> int:
+        return len(self.store.records())
+
+    # ---- registration ------------------------------------------------------------------------------
+
+    async def register(
+        self, name: str, manifest_digest: str, *, index_digest: str | None = None
+    ) -> ImageRecord:
+        """Record the image whose manifest (and config, layers) are in the content store under `name`.
+
+        Unpacks missing snapshots (verifying each layer's diff ID against the config) before the record
+        becomes visible; `name` may be "" for an untagged image. Returns the stored record.
+        """
+        if name:
+            name = normalize_name(name)
+        manifest_bytes = self.content.read_bytes(manifest_digest)
+        where = f"manifest {manifest_digest}"
+        media_type = manifests.media_type_of(manifest_bytes, None, where)
+        if media_type not in manifests.MANIFEST_TYPES:
+            raise InvalidArgument(f"{where} is an index, not an image manifest")
+        manifest = manifests.parse_manifest(manifest_bytes, where)
+        config_bytes = self.content.read_bytes(manifest.config.digest)
+        diff_ids = manifests.config_diff_ids(config_bytes, f"config {manifest.config.digest}")
+        if len(diff_ids) != len(manifest.layers):
+            raise FailedPrecondition(
+                f"{where}: {len(manifest.layers)} layers but the config lists {len(diff_ids)} diff IDs"
+            )
+        layers = tuple(Layer(d.digest, d.media_type, d.size) for d in manifest.layers)
+        for layer in layers:
+            if not self.content.has(layer.digest):
+                raise NotFound(f"{where}: layer blob {layer.digest} is not in the content store")
+        chains = await self.ensure_snapshots(layers, diff_ids)
+        config = json.loads(config_bytes)
+        platform = manifests.config_platform(config_bytes) or Platform("linux", "amd64")
+        size = sum(self.snapshots.get(c).size for c in chains)
+        record = ImageRecord(
+            name=name,
+            digest=manifest_digest,
+            media_type=media_type,
+            platform=str(platform),
+            config_digest=manifest.config.digest,
+            size=size,
+            created=parse_created(config.get("created") if isinstance(config, dict) else None),
+            chain_ids=tuple(chains),
+            diff_ids=tuple(diff_ids),
+            layers=layers,
+            index_digest=index_digest,
+            content_size=len(manifest_bytes) + manifest.config.size + sum(x.size for x in layers),
+        )
+        previous = await asyncio.to_thread(self.store.put, record)
+        stored = self.store.by_digest(manifest_digest)
+        assert stored is not None
+        log.info("image.registered", image_ref=name or None, digest=manifest_digest, layers=len(layers))
+        if previous:
+            log.info("image.name_moved", image_ref=name, old_digest=previous, new_digest=manifest_digest)
+        return replace(stored, name=name or stored.name)
+
+    async def ensure_snapshots(self, layers: Sequence[Layer], diff_ids: Sequence[str]) -> list[str]:
+        """Chain IDs of the layers, unpacking (in parallel threads) each one not yet a snapshot."""
+        chains = chain_ids(list(diff_ids))
+
+        async def one(i: int) -> None:
+            if self.snapshots.has(chains[i]):
+                return
+            async with self._unpack_slots:
+                await asyncio.to_thread(self._unpack_one, chains[i], layers[i], diff_ids[i])
+
+        async with asyncio.TaskGroup() as tg:
+            for i in range(len(layers)):
+                tg.create_task(one(i))
+        return chains
+
+    def _unpack_one(self, chain_id: str, layer: Layer, diff_id: str) -> None:
+        if self.snapshots.has(chain_id):
+            return
+        tmp = self.snapshots.prepare(chain_id)
+        try:
+            with self.content.open(layer.digest) as blob:
+                got, tar_size, written = unpack_blob(blob, layer.media_type, tmp)
+            if got != diff_id:
+                raise Integrity(
+                    f"layer {layer.digest}: uncompressed digest {got} does not match diff ID {diff_id}"
+                )
+            self.snapshots.commit(chain_id, tmp, diff_id, written)
+        except BaseException:
+            self.snapshots.abort(tmp)
+            raise
+        self.store.record_layer_size(diff_id, tar_size)
+
+    # ---- queries -------------------------------------------------------------------------------------
+
+    def get(self, ref: str) -> ImageRecord:
+        return self.store.get(ref)
+
+    def inspect(self, ref: str) -> tuple[ImageRecord, list[str], dict[str, Any], dict[str, Any]]:
+        """(record, all its names, image config, manifest) for `image inspect`."""
+        record = self.store.get(ref)
+        config = json.loads(self.content.read_bytes(record.config_digest))
+        manifest = json.loads(self.content.read_bytes(record.digest))
+        return record, self.store.names_of(record.digest), config, manifest
+
+    async def resolve_for_run(self, ref: str) -> tuple[ImageRecord, dict[str, Any], list[Path]]:
+        """What a container needs: the record, the image config dict and overlayfs lowerdirs (top first)."""
+        record = self.store.get(ref)
+        async with self.operation():
+            config_bytes = self.content.read_bytes(record.config_digest)
+            if not all(self.snapshots.has(c) for c in record.chain_ids):
+                await self.ensure_snapshots(record.layers, record.diff_ids)
+            lowerdirs = self.snapshots.lowerdirs(list(record.chain_ids))
+        config: dict[str, Any] = json.loads(config_bytes)
+        return record, config, lowerdirs
+
+    # ---- names ---------------------------------------------------------------------------------------
+
+    def tag(self, src: str, dst: str) -> ImageRecord:
+        record = self.store.tag(src, dst)
+        log.info("image.tagged", source=src, image_ref=record.name, digest=record.digest)
+        return record
+
+    async def remove(self, ref: str, *, force: bool = False) -> RemoveResult:
+        """`rmi`: untag a name, and delete the image when no name is left and no container uses it.
+
+        A name whose image has other names is only untagged. Removing an image's last name, or an image by
+        ID, while a container uses it is FailedPrecondition unless `force` (then only names go; the image
+        stays, dangling, until no container uses it). An image ID with several names needs `force`.
+        """
+        record = self.store.get(ref)
+        names = self.store.names_of(record.digest)
+        used = record.digest in self.in_use()
+        by_name = _matching_name(ref, names)
+        untagged: list[str] = []
+        if by_name is not None and len(names) > 1:
+            self.store.untag(by_name)
+            log.info("image.untagged", image_ref=by_name, digest=record.digest)
+            return RemoveResult(untagged=(by_name,))
+        if by_name is None and len(names) > 1 and not force:
+            raise FailedPrecondition(
+                f"image {ref} is referenced by {len(names)} names ({', '.join(names)}); use -f to remove all"
+            )
+        if used and not force:
+            raise FailedPrecondition(
+                f"image {ref} is in use by a container; stop and remove it first or use -f"
+            )
+        for name in names:
+            self.store.untag(name)
+            untagged.append(name)
+        if used:
+            return RemoveResult(untagged=tuple(untagged))
+        async with self.gc_lock.exclusive():
+            self.store.delete(record.digest)
+            result = await asyncio.to_thread(self._collect)
+        log.info("image.removed", digest=record.digest, names=untagged, reclaimed=result.reclaimed)
+        return RemoveResult(untagged=tuple(untagged), deleted=(record.digest,), reclaimed=result.reclaimed)
+
+    async def prune(self, *, all_unused: bool = False) -> PruneResult:
+        """Delete dangling images (or, with `all_unused`, every image no container uses) and their data."""
+        used = self.in_use()
+        deleted: list[str] = []
+        untagged: list[str] = []
+        async with self.gc_lock.exclusive():
+            for record in self.store.records():
+                if record.digest in used:
+                    continue
+                names = self.store.names_of(record.digest)
+                if names and not all_unused:
+                    continue
+                untagged.extend(names)
+                self.store.delete(record.digest)
+                deleted.append(record.digest)
+            result = await asyncio.to_thread(self._collect)
+        log.info("image.pruned", deleted=len(deleted), reclaimed=result.reclaimed)
+        return PruneResult(deleted=tuple(deleted), untagged=tuple(untagged), reclaimed=result.reclaimed)
+
+    async def collect_garbage(self) -> gc.GcResult:
+        async with self.gc_lock.exclusive():
+            return await asyncio.to_thread(self._collect)
+
+    def _collect(self) -> gc.GcResult:
+        return gc.collect(self.store, self.content, self.snapshots)
+
+    def disk_usage(self) -> DiskUsage:
+        records = self.store.records()
+        used = self.in_use()
+        chain_sizes = {s.chain_id: s.size for s in self.snapshots.list()}
+        active_chains = {c for r in records if r.digest in used for c in r.chain_ids}
+        reclaimable = sum(size for c, size in chain_sizes.items() if c not in active_chains)
+        blobs = list(self.content.digests())
+        return DiskUsage(
+            images=len(records),
+            images_active=len([r for r in records if r.digest in used]),
+            images_size=sum(chain_sizes.get(c, 0) for c in {c for r in records for c in r.chain_ids}),
+            images_reclaimable=reclaimable,
+            snapshots=len(chain_sizes),
+            snapshots_size=sum(chain_sizes.values()),
+            content_blobs=len(blobs),
+            content_size=sum(_size_or_zero(self.content, d) for d in blobs),
+            ingest_size=sum(size for _, size, _ in self.content.ingests()),
+        )
+
+    def list(self) -> list[ImageRecord]:
+        return self.store.list()
+
+
+def _size_or_zero(content: ContentStore, digest: str) -> int:
+    try:
+        return content.size(digest)
+    except NotFound:
+        return 0
+
+
+def _matching_name(ref: str, names: list[str]) -> str | None:
+    """The stored name `ref` spells, if the user named the image rather than giving its ID or digest."""
+    try:
+        name = str(Reference.parse(ref))
+    except InvalidArgument:
+        return None
+    return name if name in names else None
