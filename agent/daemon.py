@@ -46,7 +46,8 @@ class Components:
     on_stop: list[Hook] = field(default_factory=list)
     count_images: Callable[[], int] = lambda: 0
     count_containers: Callable[[], tuple[int, int]] = lambda: (0, 0)
-    # >>> managers (fields): each area adds its manager attribute here, e.g. `images: ImageManager | None = None`
+    # >>> managers (fields): each area adds its manager attribute here,
+    # e.g. `images: ImageManager | None = None`
     # <<< managers (fields)
 
     @classmethod

@@ -128,7 +128,10 @@ class App:
         failed = {h: r for h, r in results.items() if isinstance(r, ControllerError)}
         if self.json:
             output.print_json(
-                {h: ({"error": str(r.message)} if isinstance(r, ControllerError) else r) for h, r in results.items()}
+                {
+                    h: ({"error": str(r.message)} if isinstance(r, ControllerError) else r)
+                    for h, r in results.items()
+                }
             )
         elif table is not None:
             columns: list[str] = []

@@ -16,7 +16,7 @@ from controller import target as target_mod
 from controller.app import App
 from controller.commands import pki as pki_cmds
 from controller.commands import system as system_cmds
-from controller.config import ENV_HOST, config_dir
+from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
 from controller.target import Target
 
@@ -40,12 +40,16 @@ def resolve_targets(hosts: tuple[str, ...], cfg_dir: Path) -> list[Target]:
     "hosts",
     multiple=True,
     metavar="TARGET",
-    help=f"agent to talk to: unix:///path or HOST[:PORT] (repeatable; default ${ENV_HOST} or the local socket)",
+    help=f"agent: unix:///path or HOST[:PORT] (repeatable; default ${ENV_HOST} or the local socket)",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="per-host seconds")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="per-host seconds"
+)
 @click.option("--parallel", type=click.IntRange(min=1), default=256, show_default=True, help="hosts at once")
-@click.option("--config-dir", type=click.Path(path_type=Path), help="default $DOCKYARD_CONFIG_DIR or ~/.config/dockyard")
+@click.option(
+    "--config-dir", type=click.Path(path_type=Path), help="default $DOCKYARD_CONFIG_DIR or ~/.config/dockyard"
+)
 @click.version_option(package_name="dockyard", prog_name="dockyard")
 @click.pass_context
 def cli(

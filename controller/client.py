@@ -34,13 +34,13 @@ _CHANNEL_OPTIONS = [
 
 
 class AgentClient:
-    """A connection to one agent. Create with `AgentClient(target, config_dir)`; `await close()` at the end."""
+    """A connection to one agent; `await close()` when done."""
 
     def __init__(self, target: Target, config_dir: Path) -> None:
         self.target = target
         self.config_dir = config_dir
         self._channel: grpc.aio.Channel | None = None
-        self._stubs: dict[type[Any], Any] = {}
+        self._stubs: dict[object, Any] = {}
 
     @property
     def name(self) -> str:
@@ -68,15 +68,17 @@ class AgentClient:
                 self.name,
             )
         creds = grpc.ssl_channel_credentials(
-            root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+            root_certificates=ca.read_bytes(),
+            private_key=key.read_bytes(),
+            certificate_chain=cert.read_bytes(),
         )
         return grpc.aio.secure_channel(self.target.grpc_target, creds, options=_CHANNEL_OPTIONS)
 
     def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
-        cached = self._stubs.get(stub_cls)  # type: ignore[arg-type]
+        cached = self._stubs.get(stub_cls)
         if cached is None:
             cached = stub_cls(self.channel)
-            self._stubs[stub_cls] = cached  # type: ignore[index]
+            self._stubs[stub_cls] = cached
         return cached  # type: ignore[no-any-return]
 
     @staticmethod
@@ -90,9 +92,7 @@ class AgentClient:
         except grpc.aio.AioRpcError as exc:
             raise await self.translate(exc) from None
 
-    async def stream(
-        self, method: Any, request: Any, *, timeout: float | None = None
-    ) -> AsyncIterator[Any]:
+    async def stream(self, method: Any, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
         """Iterate a server-streaming RPC, translating its failure."""
         call = method(request, timeout=timeout, metadata=self.metadata())
         try:

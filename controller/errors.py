@@ -1,9 +1,9 @@
 """The controller's one exception family. The CLI prints each as `error: [<host>: ]<message>`, exit 1.
 
-    ControllerError            anything the user should read as one line
-    ├── UsageError             bad flags or arguments (exit 2)
-    ├── ConnectError           the agent cannot be reached (down, refused, TLS failure with the reason)
-    └── AgentCallError         the agent answered with a gRPC error; carries the status code name
+ControllerError            anything the user should read as one line
+├── UsageError             bad flags or arguments (exit 2)
+├── ConnectError           the agent cannot be reached (down, refused, TLS failure with the reason)
+└── AgentCallError         the agent answered with a gRPC error; carries the status code name
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Example `$DOCKYARD_CONFIG_DIR/inventory.toml`:
     edge = ["edge-1", "edge-2"]
 
 A target (`-H`) is a host name, `@group`, `all`, an address (`HOST`, `HOST:PORT`, `unix:///path`),
-`NAME=ADDRESS[:PORT]` (a named host not yet in the inventory, as bootstrap takes it), or a comma list; `--selector key=value` keeps only hosts whose labels match. The file is rewritten
-atomically when bootstrap records a host.
+`NAME=ADDRESS[:PORT]` (a named host not yet in the inventory, as bootstrap takes it), or a comma list;
+`--selector key=value` keeps only hosts whose labels match. The file is rewritten atomically when
+bootstrap records a host.
 """
 
 from __future__ import annotations

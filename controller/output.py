@@ -78,7 +78,13 @@ def human_ago(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
         return ""
     now = now or dt.datetime.now(dt.UTC)
     seconds = max(0, int((now - when).total_seconds()))
-    for size, unit in ((86400 * 365, "year"), (86400 * 7, "week"), (86400, "day"), (3600, "hour"), (60, "minute")):
+    for size, unit in (
+        (86400 * 365, "year"),
+        (86400 * 7, "week"),
+        (86400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+    ):
         if seconds >= size:
             n = seconds // size
             return f"{n} {unit}{'s' if n > 1 else ''} ago"

@@ -186,7 +186,12 @@ def sign(
 
 
 def sign_csr(
-    ca: CertificateAuthority, csr_pem: bytes, *, role: str, sans: list[str] | None = None, days: int = CERT_DAYS
+    ca: CertificateAuthority,
+    csr_pem: bytes,
+    *,
+    role: str,
+    sans: list[str] | None = None,
+    days: int = CERT_DAYS,
 ) -> x509.Certificate:
     """Sign a host's CSR (enrollment): the subject CN is kept, SANs come from the controller, not the CSR."""
     try:

@@ -21,7 +21,9 @@ from controller import pki
 _REJECT_REASONS = {
     "TLSV1_ALERT_UNKNOWN_CA": "the agent does not trust our client certificate's CA",
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the agent says our client certificate has expired",
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "the agent refuses our certificate's purpose (not a client certificate)",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (
+        "the agent refuses our certificate's purpose (not a client certificate)"
+    ),
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the agent requires a client certificate",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the agent rejected our client certificate",
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "the agent rejected the TLS handshake",
@@ -100,7 +102,7 @@ def _verify_reason(exc: ssl.SSLCertVerificationError, host: str) -> str:
         return "the agent's certificate has expired"
     if code == 9:
         return "the agent's certificate is not yet valid"
-    if code == 62:
+    if code in (62, 64):  # hostname or IP address mismatch
         return f"the agent's certificate does not match the name {host!r} (name mismatch)"
     if code in (2, 18, 19, 20, 21):
         return "the agent's certificate is signed by an unknown CA (not this fleet's CA)"

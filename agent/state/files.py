@@ -1,4 +1,7 @@
-"""Durable file writes: temp file, fsync, rename, fsync the directory. A crash leaves old or new, never half."""
+"""Durable file writes: temp file, fsync, rename, fsync the directory.
+
+A crash leaves the old or the new content, never half of one.
+"""
 
 from __future__ import annotations
 

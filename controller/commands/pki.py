@@ -16,7 +16,9 @@ def pki_group() -> None:
 
 
 @pki_group.command()
-@click.option("--name", default="controller", show_default=True, help="common name of the controller's client cert")
+@click.option(
+    "--name", default="controller", show_default=True, help="common name of the controller's client cert"
+)
 @click.option("--force", is_flag=True, help="replace an existing CA (every issued certificate stops working)")
 @click.pass_obj
 def init(app: App, name: str, force: bool) -> None:
@@ -27,7 +29,9 @@ def init(app: App, name: str, force: bool) -> None:
 
 @pki_group.command("issue-agent")
 @click.argument("name")
-@click.option("--san", "sans", multiple=True, help="IP address or DNS name the agent is dialled by (repeatable)")
+@click.option(
+    "--san", "sans", multiple=True, help="IP address or DNS name the agent is dialled by (repeatable)"
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="directory to write into")
 @click.option("--days", type=click.IntRange(min=1), default=pki.CERT_DAYS, show_default=True)
 @click.pass_obj

@@ -38,7 +38,13 @@ def info(app: App) -> None:
             "containers_running": r.containers_running,
             "started_at": r.started_at.ToDatetime().isoformat() + "Z",
             "runtimes": [
-                {"name": b.name, "path": b.path, "version": b.version, "usable": b.usable, "problem": b.problem}
+                {
+                    "name": b.name,
+                    "path": b.path,
+                    "version": b.version,
+                    "usable": b.usable,
+                    "problem": b.problem,
+                }
                 for b in r.runtimes
             ],
         }
@@ -100,8 +106,12 @@ def version(app: App) -> None:
                 ("Controller", [("Version", d["controller"]["version"])]),
                 (
                     "Agent",
-                    [("Version", a["version"]), ("API version", a["api_version"]), ("Python", a["python"]),
-                     ("gRPC", a["grpc"])],
+                    [
+                        ("Version", a["version"]),
+                        ("API version", a["api_version"]),
+                        ("Python", a["python"]),
+                        ("gRPC", a["grpc"]),
+                    ],
                 ),
             ],
         )
