@@ -26,7 +26,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-dir", type=Path, help="directory with ca.pem, agent.pem, agent-key.pem")
     p.add_argument("--socket", type=Path, help=f"local unix socket (default {agent_config.DEFAULT_SOCKET})")
     p.add_argument("--no-socket", action="store_true", help="do not serve on a unix socket")
-    p.add_argument("--data-root", type=Path, help=f"state directory (default {agent_config.DEFAULT_DATA_ROOT})")
+    p.add_argument(
+        "--data-root", type=Path, help=f"state directory (default {agent_config.DEFAULT_DATA_ROOT})"
+    )
     p.add_argument("--config-dir", type=Path, help="registry certs.d lives here (default /etc/dockyard)")
     p.add_argument(
         "--insecure-registry",

@@ -40,7 +40,9 @@ class HostFacts:
 def os_release(path: Path = Path("/etc/os-release")) -> str:
     try:
         fields = dict(
-            line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+            line.split("=", 1)
+            for line in path.read_text().splitlines()
+            if "=" in line and not line.startswith("#")
         )
     except OSError:
         return platform.system()
