@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from controller import config as controller_config
 from controller import target as target_mod
 from controller.app import App
 from controller.commands import pki as pki_cmds
@@ -61,7 +62,7 @@ def cli(
     config_dir: Path | None,
 ) -> None:
     """Dockyard: containers on one host or a whole fleet."""
-    cfg_dir = config_dir or globals()["config_dir"]()
+    cfg_dir = config_dir or controller_config.config_dir()
     ctx.obj = App(
         targets=resolve_targets(hosts, cfg_dir),
         config_dir=cfg_dir,
