@@ -1,0 +1,528 @@
+"""NetworkManager: container networks as users see them — the default bridge network, user-defined
+networks, endpoints (attach/detach, connect/disconnect), published ports, per-container /etc files — and
+the reconciliation of kernel state with the database at start.
+
+It decides; `bridge.py` (netlink), `nft.py` (nftables), `ipam.py` (addresses), `ports.py` (host port
+reservations), `etcfiles.py` and `store.py` carry it out. All mutations run under one asyncio lock: they
+are short (a few ms of netlink plus, when ports or networks change, one `nft` run), and one writer keeps
+the database, the kernel and the hosts files in step. The order inside each operation is chosen so that a
+crash at any point leaves something start-up reconciliation can finish: rows before kernel objects when
+creating, kernel objects before rows when deleting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Protocol
+
+from agent import log
+from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from agent.network import ipam, nft
+from agent.network.bridge import BridgeDriver
+from agent.network.etcfiles import EtcFiles, EtcPaths, HostEntry, render_hosts
+from agent.network.models import Endpoint, Network, PortMapping, PublishedPort
+from agent.network.ports import PortReservations
+from agent.network.store import NetworkStore
+from agent.state.db import Database
+
+_log = log.get(__name__)
+
+DEFAULT_NETWORK = "bridge"
+RESERVED_NAMES = {"bridge", "host", "none", "default"}
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+IFNAMSIZ = 15
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The agent-config part the manager needs (see AgentConfig.network_*)."""
+
+    data_dir: Path
+    bridge: str = "dockyard0"
+    subnet: str = "10.210.0.0/16"
+    pool: str = "10.211.0.0/16"
+    pool_prefixlen: int = 24
+    name_prefix: str = "dy-"
+    nft_table: str = "dockyard"
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    """What the container manager asks for when a container's namespace is ready."""
+
+    container_id: str
+    name: str = ""
+    hostname: str = ""
+    network: str = DEFAULT_NETWORK  # name or id; "" = the default network
+    ip: IPv4Address | None = None
+    aliases: tuple[str, ...] = ()
+    publish: tuple[PortMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttachedNetwork:
+    network: Network
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class AttachResult:
+    networks: tuple[AttachedNetwork, ...]
+    ports: tuple[PortMapping, ...]
+    files: EtcPaths
+
+    @property
+    def ip(self) -> IPv4Address | None:
+        return self.networks[0].endpoint.address.ip if self.networks else None
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    """A container as `connect`/`disconnect` need it; netns_path is None when it is not running."""
+
+    id: str
+    name: str = ""
+    hostname: str = ""
+    netns_path: str | None = None
+
+
+class ContainerLookup(Protocol):
+    """Provided by the container manager: resolve a user's name/ID to a container."""
+
+    async def resolve(self, name_or_id: str) -> ContainerRef: ...
+
+
+ExistingContainers = Callable[[], Awaitable[set[str]]]
+
+
+@dataclass(frozen=True)
+class NetworkDetails:
+    network: Network
+    endpoints: tuple[Endpoint, ...]
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise InvalidArgument(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-], at most 64")
+    if name in RESERVED_NAMES:
+        raise InvalidArgument(f"network name {name!r} is reserved")
+
+
+def _parse_subnet(text: str) -> IPv4Network:
+    try:
+        subnet = IPv4Network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(f"invalid subnet {text!r}: expected an IPv4 CIDR such as 10.1.2.0/24") from None
+    if subnet.prefixlen > 30:
+        raise InvalidArgument(f"subnet {subnet} is too small: need at least a /30")
+    return subnet
+
+
+class NetworkManager:
+    def __init__(self, db: Database, settings: NetworkSettings) -> None:
+        self._settings = settings
+        self._store = NetworkStore(db)
+        self._ipam = ipam.Ipam(db)
+        self._driver = BridgeDriver(settings.mtu)
+        self._files = EtcFiles(settings.data_dir / "containers")
+        self._reservations = PortReservations()
+        self._lock = asyncio.Lock()
+        self._ready: set[str] = set()  # bridges known to be up in this process
+        self._lookup: ContainerLookup | None = None
+        if len(settings.name_prefix) > 5:
+            raise InvalidArgument(
+                "network name prefix must be at most 5 characters (interface names are short)"
+            )
+
+    def set_container_lookup(self, lookup: ContainerLookup) -> None:
+        self._lookup = lookup
+
+    # --- queries -------------------------------------------------------------------------------------
+
+    def networks(self) -> list[Network]:
+        return self._store.networks()
+
+    def get(self, name_or_id: str) -> Network:
+        """By exact name, exact ID, or unique ID prefix."""
+        key = name_or_id or DEFAULT_NETWORK
+        nets = self._store.networks()
+        for net in nets:
+            if key in (net.name, net.id):
+                return net
+        matches = [n for n in nets if n.id.startswith(key)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"network ID prefix {key!r} is ambiguous")
+        raise NotFound(f"network {key!r} not found")
+
+    def inspect(self, name_or_id: str) -> NetworkDetails:
+        net = self.get(name_or_id)
+        return NetworkDetails(net, tuple(self._store.endpoints(network_id=net.id)))
+
+    def ports(self, container_id: str) -> list[PortMapping]:
+        """The published ports of a container, with the host ports actually bound."""
+        return [p.mapping for p in self._store.ports(container_id)]
+
+    def endpoints(self, container_id: str) -> list[tuple[Network, Endpoint]]:
+        nets = {n.id: n for n in self._store.networks()}
+        return [(nets[e.network_id], e) for e in self._store.endpoints(container_id=container_id)]
+
+    def files(self, container_id: str) -> EtcPaths | None:
+        """The /etc files of a container (for `--network container:OTHER`), None when it has none."""
+        return self._files.paths(container_id) if self._files.exists(container_id) else None
+
+    def prepare_files(self, container_id: str, hostname: str) -> EtcPaths:
+        """Create the /etc files before the container exists so they can be bind-mounted at create;
+        `attach` fills in the addresses later, in place."""
+        if self._files.exists(container_id):
+            return self._files.paths(container_id)
+        return self._files.write(container_id, hostname, render_hosts([], []))
+
+    # --- networks ------------------------------------------------------------------------------------
+
+    async def create(
+        self, name: str, subnet: str = "", internal: bool = False, labels: dict[str, str] | None = None
+    ) -> Network:
+        _check_name(name)
+        async with self._lock:
+            nets = self._store.networks()
+            if any(n.name == name for n in nets):
+                raise AlreadyExists(f"network {name!r} already exists")
+            taken = [n.subnet for n in nets]
+            if subnet:
+                chosen = _parse_subnet(subnet)
+                clash = next((n for n in nets if n.subnet.overlaps(chosen)), None)
+                if clash is not None:
+                    raise AlreadyExists(f"subnet {chosen} overlaps network {clash.name!r} ({clash.subnet})")
+            else:
+                found = ipam.next_subnet(
+                    _parse_subnet(self._settings.pool), self._settings.pool_prefixlen, taken
+                )
+                if found is None:
+                    raise ResourceExhausted(
+                        f"no free /{self._settings.pool_prefixlen} left in {self._settings.pool}"
+                    )
+                chosen = found
+            net_id = secrets.token_hex(32)
+            prefix = self._settings.name_prefix + "br"
+            net = Network(
+                id=net_id,
+                name=name,
+                bridge=prefix + net_id[: IFNAMSIZ - len(prefix)],
+                subnet=chosen,
+                gateway=ipam.default_gateway(chosen),
+                internal=internal,
+                created_at=datetime.now(UTC),
+                labels=dict(labels or {}),
+            )
+            self._store.add_network(net)
+            try:
+                await self._driver.ensure_network(net)
+                self._ready.add(net.bridge)
+                await self._sync_rules()
+            except BaseException:
+                await self._driver.remove_network(net)
+                self._store.delete_network(net.id)
+                raise
+        _log.info("network.created", network=name, id=net_id, subnet=str(chosen), internal=internal)
+        return net
+
+    async def remove(self, name_or_id: str) -> Network:
+        async with self._lock:
+            net = self.get(name_or_id)
+            if net.default:
+                raise FailedPrecondition(f"network {net.name!r} is the default network and cannot be removed")
+            attached = self._store.endpoints(network_id=net.id)
+            if attached:
+                names = ", ".join(e.container_name or e.container_id[:12] for e in attached)
+                raise FailedPrecondition(f"network {net.name!r} has attached containers: {names}")
+            await self._driver.remove_network(net)
+            self._ready.discard(net.bridge)
+            self._ipam.release_network(net.id)
+            self._store.delete_network(net.id)
+            await self._sync_rules()
+        _log.info("network.removed", network=net.name, id=net.id)
+        return net
+
+    def _ensure_default_record(self) -> Network:
+        for net in self._store.networks():
+            if net.default:
+                return net
+        subnet = _parse_subnet(self._settings.subnet)
+        net = Network(
+            id=secrets.token_hex(32),
+            name=DEFAULT_NETWORK,
+            bridge=self._settings.bridge,
+            subnet=subnet,
+            gateway=ipam.default_gateway(subnet),
+            default=True,
+            created_at=datetime.now(UTC),
+        )
+        self._store.add_network(net)
+        return net
+
+    async def _ready_network(self, net: Network) -> bool:
+        """Make sure the bridge is up; True when this call created it (rules must then be synced)."""
+        if net.bridge in self._ready:
+            return False
+        await self._driver.ensure_network(net)
+        self._ready.add(net.bridge)
+        return True
+
+    # --- endpoints -----------------------------------------------------------------------------------
+
+    def _veth_name(self, container_id: str, network_id: str) -> str:
+        digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+        prefix = self._settings.name_prefix
+        return prefix + digest[: IFNAMSIZ - len(prefix)]
+
+    async def _add_endpoint(
+        self,
+        net: Network,
+        ref: ContainerRef,
+        seq: int,
+        netns_path: str | None,
+        ip: IPv4Address | None,
+        aliases: tuple[str, ...],
+    ) -> Endpoint:
+        """Lease, record, then plug (when running). The row exists before the veth does."""
+        address = await asyncio.to_thread(self._ipam.allocate, net.id, net.subnet, net.gateway, ref.id, ip)
+        ep = Endpoint(
+            container_id=ref.id,
+            network_id=net.id,
+            host_veth=self._veth_name(ref.id, net.id),
+            mac=ipam.mac_for(address),
+            address=IPv4Interface(f"{address}/{net.subnet.prefixlen}"),
+            container_name=ref.name,
+            hostname=ref.hostname,
+            aliases=aliases,
+        )
+        self._store.put_endpoint(ep, seq)
+        if netns_path is not None:
+            ifname = await self._driver.plug(net, ep, netns_path, default_route=seq == 0)
+            ep = replace(ep, ifname=ifname)
+            self._store.put_endpoint(ep, seq)
+        return ep
+
+    async def attach(self, req: AttachRequest, netns_path: str) -> AttachResult:
+        """Connect a container whose network namespace is at `netns_path` (e.g. /proc/PID/ns/net) to its
+        network(s): the requested one first (default route), then any it was `connect`ed to while stopped.
+        On failure everything of this container is released again."""
+        async with self._lock:
+            try:
+                return await self._attach_locked(req, netns_path)
+            except BaseException:
+                await self._teardown(req.container_id)
+                raise
+
+    async def _attach_locked(self, req: AttachRequest, netns_path: str) -> AttachResult:
+        primary = (
+            self._ensure_default_record() if req.network in ("", DEFAULT_NETWORK) else self.get(req.network)
+        )
+        if req.publish and primary.internal:
+            raise InvalidArgument(f"cannot publish ports on internal network {primary.name!r}")
+        if req.aliases and primary.default:
+            raise InvalidArgument("network aliases need a user-defined network")
+        ref = ContainerRef(req.container_id, req.name, req.hostname or req.container_id[:12], netns_path)
+        nets = {n.id: n for n in self._store.networks()}
+        previous = [
+            e for e in self._store.endpoints(container_id=req.container_id) if e.network_id != primary.id
+        ]
+        rules_changed = False
+        attached: list[AttachedNetwork] = []
+        plan = [(primary, req.ip, req.aliases)] + [(nets[e.network_id], None, e.aliases) for e in previous]
+        for seq, (net, ip, aliases) in enumerate(plan):
+            rules_changed |= await self._ready_network(net)
+            ep = await self._add_endpoint(net, ref, seq, netns_path, ip, aliases)
+            attached.append(AttachedNetwork(net, ep))
+        published = self._publish(req.container_id, primary, attached[0].endpoint, req.publish)
+        if published or rules_changed or self._store.ports(req.container_id):
+            await self._sync_rules()
+        await self._write_files(req.container_id, {a.network.id for a in attached})
+        _log.info(
+            "network.attached",
+            container_id=req.container_id,
+            networks=[a.network.name for a in attached],
+            ip=str(attached[0].endpoint.address.ip),
+            ports=[str(p.mapping) for p in published],
+        )
+        return AttachResult(
+            tuple(attached), tuple(p.mapping for p in published), self._files.paths(req.container_id)
+        )
+
+    def _publish(
+        self, container_id: str, net: Network, ep: Endpoint, mappings: tuple[PortMapping, ...]
+    ) -> list[PublishedPort]:
+        self._reservations.release(container_id)
+        self._store.delete_ports(container_id)
+        published: list[PublishedPort] = []
+        for mapping in mappings:
+            bound = self._reservations.reserve(container_id, mapping)
+            published.append(PublishedPort(container_id, net.id, bound, ep.address.ip))
+        if published:
+            self._store.add_ports(published)
+        return published
+
+    async def detach(self, container_id: str) -> None:
+        """Release everything of a container: veths, leases, ports, rules, /etc files. Idempotent."""
+        async with self._lock:
+            await self._teardown(container_id)
+
+    async def _teardown(self, container_id: str) -> None:
+        endpoints = self._store.endpoints(container_id=container_id)
+        had_ports = bool(self._store.ports(container_id))
+        for ep in endpoints:
+            await self._driver.unplug(ep)
+        self._reservations.release(container_id)
+        self._store.delete_ports(container_id)
+        for ep in endpoints:
+            self._store.delete_endpoint(container_id, ep.network_id)
+            self._ipam.release(ep.network_id, container_id)
+        if had_ports:
+            await self._sync_rules()
+        await asyncio.to_thread(self._files.remove, container_id)
+        await self._refresh_peers({ep.network_id for ep in endpoints}, exclude=container_id)
+        if endpoints or had_ports:
+            _log.info("network.detached", container_id=container_id, networks=len(endpoints))
+
+    async def connect(
+        self, network: str, container: str, ip: IPv4Address | None = None, aliases: tuple[str, ...] = ()
+    ) -> Endpoint:
+        """`network connect`: join a further network; live when the container runs, else at next start."""
+        ref = await self._resolve(container)
+        async with self._lock:
+            net = self.get(network)
+            if aliases and net.default:
+                raise InvalidArgument("network aliases need a user-defined network")
+            current = self._store.endpoints(container_id=ref.id)
+            if any(e.network_id == net.id for e in current):
+                raise AlreadyExists(f"container {container!r} is already connected to network {net.name!r}")
+            if current:
+                ref = replace(ref, name=ref.name or current[0].container_name, hostname=current[0].hostname)
+            rules_changed = await self._ready_network(net) if ref.netns_path else False
+            try:
+                ep = await self._add_endpoint(net, ref, len(current), ref.netns_path, ip, aliases)
+            except BaseException:
+                await self._drop_endpoint(ref.id, net.id)
+                raise
+            if rules_changed:
+                await self._sync_rules()
+            await self._write_files(ref.id, {net.id})
+        _log.info("network.connected", network=net.name, container_id=ref.id, ip=str(ep.address.ip))
+        return ep
+
+    async def disconnect(self, network: str, container: str) -> None:
+        ref = await self._resolve(container)
+        async with self._lock:
+            net = self.get(network)
+            current = self._store.endpoints(container_id=ref.id)
+            if not any(e.network_id == net.id for e in current):
+                raise NotFound(f"container {container!r} is not connected to network {net.name!r}")
+            if any(p.network_id == net.id for p in self._store.ports(ref.id)):
+                raise FailedPrecondition(f"container {container!r} publishes ports on network {net.name!r}")
+            await self._drop_endpoint(ref.id, net.id)
+            await self._write_files(ref.id, {net.id})
+        _log.info("network.disconnected", network=net.name, container_id=ref.id)
+
+    async def _drop_endpoint(self, container_id: str, network_id: str) -> None:
+        for ep in self._store.endpoints(container_id=container_id, network_id=network_id):
+            await self._driver.unplug(ep)
+        self._store.delete_endpoint(container_id, network_id)
+        self._ipam.release(network_id, container_id)
+
+    async def _resolve(self, container: str) -> ContainerRef:
+        if self._lookup is None:
+            raise FailedPrecondition("container lookup is not available in this agent")
+        return await self._lookup.resolve(container)
+
+    # --- /etc files ----------------------------------------------------------------------------------
+
+    def _hosts_for(self, container_id: str, nets: dict[str, Network]) -> str | None:
+        mine = self._store.endpoints(container_id=container_id)
+        if not mine:
+            return None
+        own = [HostEntry(e.address.ip, (e.hostname, e.container_name, *e.aliases)) for e in mine]
+        peers: list[HostEntry] = []
+        for e in mine:
+            if nets[e.network_id].default:
+                continue  # like Docker's default bridge: no name resolution between containers
+            for p in self._store.endpoints(network_id=e.network_id):
+                if p.container_id != container_id:
+                    peers.append(HostEntry(p.address.ip, (p.container_name, *p.aliases, p.container_id[:12])))
+        return render_hosts(own, peers)
+
+    async def _write_files(self, container_id: str, network_ids: set[str]) -> None:
+        """Write this container's files and refresh the hosts files of its peers on `network_ids`."""
+        nets = {n.id: n for n in self._store.networks()}
+        hosts = self._hosts_for(container_id, nets)
+        mine = self._store.endpoints(container_id=container_id)
+        hostname = mine[0].hostname if mine else container_id[:12]
+        if hosts is not None:
+            await asyncio.to_thread(self._files.write, container_id, hostname, hosts)
+        await self._refresh_peers(network_ids, exclude=container_id)
+
+    async def _refresh_peers(self, network_ids: set[str], exclude: str) -> None:
+        nets = {n.id: n for n in self._store.networks()}
+        peers: set[str] = set()
+        for nid in network_ids:
+            if nid in nets and not nets[nid].default:
+                peers |= {e.container_id for e in self._store.endpoints(network_id=nid)}
+        peers.discard(exclude)
+        updates = [(cid, self._hosts_for(cid, nets)) for cid in sorted(peers)]
+        await asyncio.to_thread(self._update_hosts, updates)
+
+    def _update_hosts(self, updates: list[tuple[str, str | None]]) -> None:
+        for cid, text in updates:
+            if text is not None:
+                self._files.update_hosts(cid, text)
+
+    # --- rules and reconciliation --------------------------------------------------------------------
+
+    async def _sync_rules(self) -> None:
+        live = [n for n in self._store.networks() if n.bridge in self._ready]
+        await nft.apply(nft.build_ruleset(self._settings.nft_table, live, self._store.ports()))
+
+    async def start(self, existing_containers: ExistingContainers | None = None) -> None:
+        """Reconcile after a (re)start: drop what belongs to containers that no longer exist, bring
+        bridges back, take the host port reservations again and reload the rules."""
+        async with self._lock:
+            self._ensure_default_record()
+            if existing_containers is not None:
+                existing = await existing_containers()
+                for cid in sorted(self._store.container_ids() - existing):
+                    _log.info("network.orphan_removed", container_id=cid)
+                    await self._teardown(cid)
+                for cid in self._files.known():
+                    if cid not in existing and cid not in self._store.container_ids():
+                        await asyncio.to_thread(self._files.remove, cid)
+            for net in self._store.networks():
+                has_endpoints = bool(self._store.endpoints(network_id=net.id))
+                if not net.default or has_endpoints or await self._driver.bridge_exists(net):
+                    await self._ready_network(net)
+                    known = {e.host_veth for e in self._store.endpoints(network_id=net.id)}
+                    for stray in await self._driver.stray_ports(net, known):
+                        _log.warning("network.stray_veth_removed", network=net.name, link=stray)
+                        await self._driver.remove_link(stray)
+            for port in self._store.ports():
+                try:
+                    self._reservations.reserve(port.container_id, port.mapping)
+                except (AlreadyExists, InvalidArgument) as exc:
+                    _log.warning(
+                        "network.port_reclaim_failed", container_id=port.container_id, error=str(exc)
+                    )
+            await self._sync_rules()
+        _log.info("network.started", networks=len(self._store.networks()), leases=self._ipam.count())
+
+    async def stop(self) -> None:
+        """Release port reservations; kernel state stays so running containers keep their network."""
+        self._reservations.close()

@@ -1,0 +1,204 @@
+"""Packet filtering and NAT for container networks, in one nftables table the agent owns.
+
+The whole table is rebuilt from the manager's state on every change and loaded in ONE `nft -j -f -`
+transaction (`add table; delete table; add table; chains; rules`): the kernel swaps it atomically, a
+rebuild at start-up repairs whatever a crash left, and nothing outside our table is ever touched. Existing
+connections survive a rebuild because NAT bindings live in conntrack, not in the rules.
+
+Rules (family inet, IPv4 matches):
+- postrouting: masquerade each non-internal subnet's traffic leaving by another interface (egress shows
+  the host's address); masquerade 127.0.0.0/8 sources entering a bridge (published ports used through
+  localhost, together with route_localnet on the bridge) and DNATed same-subnet traffic (a container
+  using a sibling's published port through a host address; replies must come back through the host).
+- prerouting/output: DNAT each published port. `HOST_IP` 0.0.0.0 matches any local address
+  (`fib daddr type local`) — in output this includes 127.0.0.1 and the gateway, so the host itself can
+  use the port; prerouting excludes 127.0.0.0/8 so forged packets to loopback from the wire are never
+  DNATed (a known Docker weakness). A loopback HOST_IP is matched in output only.
+- forward: per network X — same-network traffic passes; into X only replies and DNATed (published)
+  connections; everything else into X is dropped, which isolates networks from each other and from
+  routed outsiders; an internal network also drops everything leaving X (no egress).
+
+Why kernel DNAT and not a userland proxy: no process or copy per connection, the client's address is
+kept for connections from other hosts, and mappings keep working while the agent is down or restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Network
+from typing import Any
+
+from agent.errors import NetworkSetup
+from agent.network.models import ANY_IP, Network, PublishedPort
+
+Json = dict[str, Any]
+LOOPBACK = IPv4Network("127.0.0.0/8")
+_CHAINS = (
+    ("prerouting", "nat", "prerouting", -100),
+    ("output", "nat", "output", -100),
+    ("postrouting", "nat", "postrouting", 100),
+    ("forward", "filter", "forward", 0),
+)
+
+
+def _eq(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _field(protocol: str, name: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": name}}
+
+
+def _prefix(net: IPv4Network) -> Json:
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+_LOCAL_DST = _eq({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+_MASQUERADE: Json = {"masquerade": None}
+_ACCEPT: Json = {"accept": None}
+_DROP: Json = {"drop": None}
+
+
+def _network_rules(net: Network) -> list[tuple[str, list[Json], str]]:
+    br = net.bridge
+    subnet = _prefix(net.subnet)
+    rules: list[tuple[str, list[Json], str]] = []
+    if not net.internal:
+        rules.append(
+            (
+                "postrouting",
+                [_eq(_field("ip", "saddr"), subnet), _eq(_meta("oifname"), br, "!="), _MASQUERADE],
+                "",
+            )
+        )
+    rules += [
+        (
+            "postrouting",
+            [_eq(_meta("oifname"), br), _eq(_field("ip", "saddr"), _prefix(LOOPBACK)), _MASQUERADE],
+            "",
+        ),
+        (
+            "postrouting",
+            [
+                _eq(_meta("oifname"), br),
+                _eq({"ct": {"key": "status"}}, "dnat", "in"),
+                _eq(_field("ip", "saddr"), subnet),
+                _MASQUERADE,
+            ],
+            "",
+        ),
+        ("forward", [_eq(_meta("iifname"), br), _eq(_meta("oifname"), br), _ACCEPT], ""),
+        (
+            "forward",
+            [
+                _eq(_meta("oifname"), br),
+                _eq({"ct": {"key": "state"}}, ["established", "related"], "in"),
+                _ACCEPT,
+            ],
+            "",
+        ),
+    ]
+    if not net.internal:
+        rules.append(
+            (
+                "forward",
+                [_eq(_meta("oifname"), br), _eq({"ct": {"key": "status"}}, "dnat", "in"), _ACCEPT],
+                "",
+            )
+        )
+    rules.append(("forward", [_eq(_meta("oifname"), br), _DROP], ""))
+    if net.internal:
+        rules.append(("forward", [_eq(_meta("iifname"), br), _DROP], ""))
+    return rules
+
+
+def _port_rules(port: PublishedPort) -> list[tuple[str, list[Json], str]]:
+    m = port.mapping
+    dport = _eq(_field(str(m.protocol), "dport"), m.host_port)
+    dnat: Json = {"dnat": {"family": "ip", "addr": str(port.container_ip), "port": m.container_port}}
+    comment = f"{port.container_id[:12]} {m}"
+    if m.host_ip == ANY_IP:
+        not_loopback = _eq(_field("ip", "daddr"), _prefix(LOOPBACK), "!=")
+        return [
+            ("prerouting", [_LOCAL_DST, not_loopback, dport, dnat], comment),
+            ("output", [_LOCAL_DST, dport, dnat], comment),
+        ]
+    to_host_ip = _eq(_field("ip", "daddr"), str(m.host_ip))
+    rules = [("output", [to_host_ip, dport, dnat], comment)]
+    if m.host_ip not in LOOPBACK:
+        rules.insert(0, ("prerouting", [to_host_ip, dport, dnat], comment))
+    return rules
+
+
+def build_ruleset(table: str, networks: Iterable[Network], ports: Iterable[PublishedPort]) -> list[Json]:
+    """The nft JSON commands that replace `inet <table>` with the rules for this state (pure)."""
+    ident = {"family": "inet", "name": table}
+    commands: list[Json] = [
+        {"add": {"table": ident}},
+        {"delete": {"table": ident}},
+        {"add": {"table": ident}},
+    ]
+    for name, kind, hook, prio in _CHAINS:
+        chain = {"family": "inet", "table": table, "name": name, "type": kind, "hook": hook, "prio": prio}
+        commands.append({"add": {"chain": {**chain, "policy": "accept"}}})
+    rules: list[tuple[str, list[Json], str]] = []
+    for port in sorted(
+        ports, key=lambda p: (p.mapping.host_port, p.mapping.protocol, str(p.mapping.host_ip))
+    ):
+        rules += _port_rules(port)
+    for net in sorted(networks, key=lambda n: n.bridge):
+        rules += _network_rules(net)
+    for chain_name, expr, comment in rules:
+        rule: Json = {"family": "inet", "table": table, "chain": chain_name, "expr": expr}
+        if comment:
+            rule["comment"] = comment
+        commands.append({"add": {"rule": rule}})
+    return commands
+
+
+def _nft_binary() -> str:
+    return shutil.which("nft") or "/usr/sbin/nft"
+
+
+async def _nft(args: Sequence[str], stdin: bytes | None = None) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        _nft_binary(),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin)
+    if proc.returncode != 0:
+        tail = "; ".join(
+            line.strip() for line in err.decode(errors="replace").splitlines()[-3:] if line.strip()
+        )
+        raise NetworkSetup(f"nft {' '.join(args)} failed (exit {proc.returncode}): {tail}")
+    return out
+
+
+async def apply(commands: list[Json]) -> None:
+    """Load a ruleset built by `build_ruleset` in one atomic transaction."""
+    await _nft(["-j", "-f", "-"], json.dumps({"nftables": commands}).encode())
+
+
+async def delete_table(table: str) -> None:
+    """Remove our table if present (used when the last network goes away and by tests)."""
+    ident = {"family": "inet", "name": table}
+    await apply([{"add": {"table": ident}}, {"delete": {"table": ident}}])
+
+
+async def list_rules(table: str) -> list[Json]:
+    """The rules currently loaded in our table (empty when it does not exist)."""
+    try:
+        out = await _nft(["-j", "list", "table", "inet", table])
+    except NetworkSetup:
+        return []
+    return [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
