@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from controller import output
+from controller import fanout, output
 from controller.client import AgentClient
 from controller.errors import ControllerError
 from controller.target import Target
@@ -47,6 +47,7 @@ class App:
     format: str = "table"
     timeout: float = 30.0
     parallel: int = 256
+    max_fail: str | None = None  # `N` or `P%` failed hosts tolerated (controller.fanout.parse_max_fail)
     console: Console = field(default_factory=output.console)
     err_console: Console = field(default_factory=lambda: output.console(sys.stderr))
 
@@ -61,13 +62,17 @@ class App:
         table: Callable[[Any], output.Table] | None = None,
         fields: Callable[[Any], output.Fields] | None = None,
         text: Callable[[Any], str] | None = None,
+        idempotent: bool = False,
     ) -> Any:
-        """Run `op` on every target and print the results. Raises ControllerError if any host failed."""
+        """Run `op` on every target and print the results. Raises ControllerError if any host failed.
+
+        `idempotent` ops (reads) are retried on a host that is briefly unreachable (controller.fanout).
+        """
         if len(self.targets) == 1:
             result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None, self.console)))
             self._show(result, table=table, fields=fields, text=text)
             return result
-        results = asyncio.run(self._run_many(op))
+        results = asyncio.run(self._run_many(op, idempotent))
         self._show_many(results, table=table, fields=fields, text=text)
         return results
 
@@ -78,22 +83,21 @@ class App:
         finally:
             await client.close()
 
-    async def _run_many(self, op: Op) -> dict[str, Any | ControllerError]:
-        limit = asyncio.Semaphore(self.parallel)
-
-        async def one(target: Target) -> Any | ControllerError:
-            async with limit:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        return await self._run_one(target, op, HostOutput(target.name, self.console))
-                except TimeoutError:
-                    return ControllerError(f"timed out after {self.timeout:g}s", target.name)
-                except ControllerError as exc:
-                    exc.host = exc.host or target.name
-                    return exc
-
-        values = await asyncio.gather(*(one(t) for t in self.targets))
-        return {t.name: v for t, v in zip(self.targets, values, strict=True)}
+    async def _run_many(self, op: Op, idempotent: bool = False) -> dict[str, Any | ControllerError]:
+        """Fan out through controller.fanout: one channel per host, per-host deadline and result."""
+        pool = fanout.Pool(self.config_dir)
+        try:
+            outcomes = await fanout.run(
+                self.targets,
+                lambda client: op(client, HostOutput(client.name, self.console)),
+                pool=pool,
+                parallel=self.parallel,
+                deadline_s=self.timeout,
+                idempotent=idempotent,
+            )
+        finally:
+            await pool.close()
+        return {o.host: (o.error if o.error is not None else o.value) for o in outcomes}
 
     def _show(
         self,
@@ -161,5 +165,5 @@ class App:
         self.err_console.print(summary, markup=False)
         for exc in failed.values():
             self.err_console.print(f"error: {exc}", markup=False)
-        if failed:
+        if len(failed) > fanout.parse_max_fail(self.max_fail).allowed(len(results)):
             raise SystemExit(1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from controller import config as controller_config
+from controller import fanout, inventory
 from controller import target as target_mod
 from controller.app import App
 from controller.commands import pki as pki_cmds
@@ -22,16 +23,20 @@ from controller.errors import ControllerError, UsageError
 from controller.target import Target
 
 
-def resolve_targets(hosts: tuple[str, ...], cfg_dir: Path) -> list[Target]:
+def resolve_targets(
+    hosts: tuple[str, ...],
+    cfg_dir: Path,
+    inventory_file: Path | None = None,
+    selectors: tuple[str, ...] = (),
+) -> list[Target]:
     """Turn -H values (or $DOCKYARD_HOST, or the local socket) into targets."""
-    if not hosts:
+    if not hosts and not selectors:
         return [target_mod.default()]
-    targets: list[Target] = []
-    for value in hosts:
-        for part in value.split(","):
-            if part.strip():
-                targets.append(target_mod.parse(part))
-    return list({t.name: t for t in targets}.values())
+    # Names, @groups, all, NAME=ADDRESS, addresses and --selector: controller.inventory resolves them.
+    path = inventory_file or cfg_dir / inventory.INVENTORY_FILE
+    chosen = inventory.select(inventory.load(path), hosts, selectors)
+    click.get_current_context().meta["dockyard.hosts"] = chosen
+    return [inventory.to_target(h) for h in chosen]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -51,6 +56,13 @@ def resolve_targets(hosts: tuple[str, ...], cfg_dir: Path) -> list[Target]:
 @click.option(
     "--config-dir", type=click.Path(path_type=Path), help="default $DOCKYARD_CONFIG_DIR or ~/.config/dockyard"
 )
+@click.option(
+    "-i", "--inventory", "inventory_file", type=click.Path(path_type=Path), help="inventory TOML file"
+)
+@click.option(
+    "--selector", "selectors", multiple=True, metavar="KEY=VALUE", help="only hosts with this label"
+)
+@click.option("--max-fail", metavar="N|P%", help="failed hosts tolerated before the exit code is non-zero")
 @click.version_option(package_name="dockyard", prog_name="dockyard")
 @click.pass_context
 def cli(
@@ -60,15 +72,20 @@ def cli(
     timeout: float,
     parallel: int,
     config_dir: Path | None,
+    inventory_file: Path | None,
+    selectors: tuple[str, ...],
+    max_fail: str | None,
 ) -> None:
     """Dockyard: containers on one host or a whole fleet."""
     cfg_dir = config_dir or controller_config.config_dir()
+    fanout.parse_max_fail(max_fail)  # a bad value is a usage error before anything runs
     ctx.obj = App(
-        targets=resolve_targets(hosts, cfg_dir),
+        targets=resolve_targets(hosts, cfg_dir, inventory_file, selectors),
         config_dir=cfg_dir,
         format=fmt,
         timeout=timeout,
         parallel=parallel,
+        max_fail=max_fail,
     )
 
 

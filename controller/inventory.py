@@ -32,6 +32,7 @@ from typing import Any
 from agent.config import DEFAULT_PORT
 from agent.state.files import write_atomic
 from controller.errors import ControllerError
+from controller.target import Target
 
 INVENTORY_FILE = "inventory.toml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -169,6 +170,13 @@ def select(inventory: Inventory, targets: Sequence[str], selectors: Sequence[str
     return hosts
 
 
+def to_target(host: Host) -> Target:
+    """The endpoint the gRPC client dials for `host`, named as the user knows it."""
+    if host.address.startswith("unix://"):
+        return Target(name=host.name, kind="unix", address=host.address[len("unix://") :])
+    return Target(name=host.name, kind="tcp", address=host.address, port=host.port)
+
+
 def _parse_selectors(selectors: Iterable[str]) -> dict[str, str]:
     wanted: dict[str, str] = {}
     for item in selectors:
@@ -181,6 +189,7 @@ def _parse_selectors(selectors: Iterable[str]) -> dict[str, str]:
 
 
 def _resolve(inventory: Inventory, token: str) -> list[Host]:
+    token = token.removeprefix("tcp://")
     if token == "all":
         if not inventory.hosts:
             raise InventoryError("'all' selects nothing: the inventory has no hosts")

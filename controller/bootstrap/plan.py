@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from controller.bootstrap.facts import BINARIES, Facts
+from controller.bootstrap.facts import Facts
 
 MIN_PYTHON = (3, 11)
 
@@ -133,5 +133,3 @@ def make(facts: Facts, desired: Desired) -> Plan:
         steps.append(Step(Kind.RELOAD))
     return Plan(tuple(steps), (), tuple(notes))
 
-
-__all__ = ["BINARIES", "Desired", "Kind", "Plan", "Step", "make"]

@@ -77,7 +77,7 @@ def info(app: App) -> None:
             sections=[("Runtimes", runtimes)],
         )
 
-    app.run(op, fields=fields)
+    app.run(op, fields=fields, idempotent=True)
 
 
 @click.command()
@@ -116,7 +116,7 @@ def version(app: App) -> None:
             ],
         )
 
-    app.run(op, fields=fields)
+    app.run(op, fields=fields, idempotent=True)
 
 
 @click.command()
@@ -130,4 +130,4 @@ def ping(app: App) -> None:
         await client.call(stub.Ping, system_pb2.PingRequest())
         return {"ok": True, "rtt_ms": round((time.perf_counter() - start) * 1000, 2)}
 
-    app.run(op, text=lambda d: f"pong ({d['rtt_ms']} ms)")
+    app.run(op, text=lambda d: f"pong ({d['rtt_ms']} ms)", idempotent=True)
