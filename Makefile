@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint proto bench clean
+.PHONY: setup demo test lint proto api-snapshot bench clean
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +14,10 @@ demo: setup
 
 proto: setup
 	$(PY) scripts/gen_proto.py
+
+# Record the API contract after adding to it (a test fails if anything recorded is removed or renumbered).
+api-snapshot: setup
+	$(PY) scripts/api_snapshot.py --write
 
 lint: setup
 	$(VENV)/bin/ruff check agent controller tests scripts
