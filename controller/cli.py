@@ -16,6 +16,7 @@ from controller import config as controller_config
 from controller import fanout, inventory
 from controller import target as target_mod
 from controller.app import App
+from controller.commands import fleet as fleet_cmds
 from controller.commands import pki as pki_cmds
 from controller.commands import system as system_cmds
 from controller.config import ENV_HOST
@@ -94,6 +95,8 @@ cli.add_command(system_cmds.version)
 cli.add_command(system_cmds.ping)
 cli.add_command(pki_cmds.pki_group)
 # >>> command modules: each area registers its commands here
+cli.add_command(fleet_cmds.hosts)
+cli.add_command(fleet_cmds.bootstrap)
 # <<< command modules
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from controller.client import AgentClient
 from controller.errors import ConnectError, ControllerError, UsageError
@@ -89,6 +89,43 @@ async def run(
     return [o for o in outcomes if o is not None]
 
 
+async def each(
+    jobs: Sequence[tuple[str, Callable[[], Awaitable[T]]]],
+    *,
+    parallel: int = 256,
+    deadline_s: float = 600.0,
+) -> list[Outcome[T]]:
+    """Run named jobs that are not agent calls (bootstrap over SSH) with the same per-host isolation."""
+    slots = asyncio.Semaphore(max(1, parallel))
+    outcomes: list[Outcome[T] | None] = [None] * len(jobs)
+
+    async def one(index: int, name: str, job: Callable[[], Awaitable[T]]) -> None:
+        async with slots:
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(deadline_s):
+                    value = await job()
+                outcomes[index] = Outcome(name, value, None, time.monotonic() - start)
+            except Exception as exc:
+                error = _as_error(exc, name, deadline_s)
+                outcomes[index] = Outcome(name, None, error, time.monotonic() - start)
+
+    async with asyncio.TaskGroup() as tg:
+        for index, (name, job) in enumerate(jobs):
+            tg.create_task(one(index, name, job))
+    return [o for o in outcomes if o is not None]
+
+
+def _as_error(exc: Exception, host: str, deadline_s: float) -> ControllerError:
+    """One host's failure as a ControllerError naming the host (a bug stays that host's failure)."""
+    if isinstance(exc, TimeoutError):
+        return ControllerError(f"timed out after {deadline_s:g}s", host)
+    if isinstance(exc, ControllerError):
+        exc.host = exc.host or host
+        return exc
+    return ControllerError(f"internal error: {type(exc).__name__}: {exc}", host)
+
+
 async def _attempt(
     target: Target,
     op: Callable[[AgentClient], Awaitable[T]],
@@ -109,13 +146,8 @@ async def _attempt(
                     if not idempotent or attempts > len(RETRY_DELAYS):
                         raise
                 await asyncio.sleep(RETRY_DELAYS[attempts - 1])
-    except TimeoutError:
-        error = ControllerError(f"timed out after {deadline_s:g}s", target.name)
-    except ControllerError as exc:
-        exc.host = exc.host or target.name
-        error = exc
     except Exception as exc:  # a bug in one host's handling must not take the other hosts down
-        error = ControllerError(f"internal error: {type(exc).__name__}: {exc}", target.name)
+        error = _as_error(exc, target.name, deadline_s)
     return Outcome(target.name, None, error, time.monotonic() - start, attempts)
 
 
@@ -163,7 +195,7 @@ class Summary:
         return f"{self.ok} ok, {self.failed} failed"
 
 
-def summarize(outcomes: Sequence[Outcome[object]], max_fail: MaxFail | None = None) -> Summary:
+def summarize(outcomes: Sequence[Outcome[Any]], max_fail: MaxFail | None = None) -> Summary:
     """Count outcomes; success means no more failures than `max_fail` allows."""
     failures = tuple(o.error for o in outcomes if o.error is not None)
     allowed = (max_fail or MaxFail()).allowed(len(outcomes))

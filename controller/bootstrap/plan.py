@@ -132,4 +132,3 @@ def make(facts: Facts, desired: Desired) -> Plan:
     elif enroll:
         steps.append(Step(Kind.RELOAD))
     return Plan(tuple(steps), (), tuple(notes))
-
