@@ -186,10 +186,10 @@ class NetworkStore:
 
     def ports(self, container_id: str | None = None) -> list[PublishedPort]:
         if container_id is None:
-            rows = self._db.query("SELECT * FROM network_ports ORDER BY container_id, host_port")
+            rows = self._db.query("SELECT * FROM network_ports ORDER BY container_id, rowid")
         else:
             rows = self._db.query(
-                "SELECT * FROM network_ports WHERE container_id = ? ORDER BY host_port", (container_id,)
+                "SELECT * FROM network_ports WHERE container_id = ? ORDER BY rowid", (container_id,)
             )
         return [_port(r) for r in rows]
 

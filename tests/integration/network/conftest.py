@@ -1,0 +1,274 @@
+"""Fixtures for network tests: a NetworkManager on private names and subnets, "containers" that are plain
+network namespaces running busybox, and test "hosts" (namespaces wired to the host by a veth).
+
+Every name a test creates starts with `dyn-`; every subnet is inside 10.232.0.0/16. Teardown removes the
+namespaces (killing what runs in them), the bridges and veths the manager made, and the nft table, even
+when the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from agent.network import nft
+from agent.network.etcfiles import EtcPaths
+from agent.network.manager import NetworkManager, NetworkSettings
+from agent.state.db import Database
+
+pytestmark = pytest.mark.root
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+CGI_WHOAMI = (
+    '#!/bin/sh\nprintf \'Content-Type: text/plain\\r\\n\\r\\n%s %s\\n\' "$SERVER_NAME_TAG" "$REMOTE_ADDR"\n'
+)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+
+
+def sh(*argv: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+@dataclass
+class Block:
+    """This test's /20 of 10.232.0.0/16: a default subnet, a pool for user networks, and link nets."""
+
+    base: IPv4Network
+
+    @property
+    def default_subnet(self) -> IPv4Network:
+        return next(self.base.subnets(new_prefix=24))
+
+    @property
+    def pool(self) -> IPv4Network:
+        return list(self.base.subnets(new_prefix=22))[1]
+
+    def link_net(self, n: int) -> IPv4Network:
+        """/30s for host↔namespace veths (test hosts, upstream servers)."""
+        last = list(self.base.subnets(new_prefix=24))[-1]
+        return list(last.subnets(new_prefix=30))[n]
+
+
+@dataclass
+class Namespace:
+    """A network namespace named dyn-*; `run`/`popen` execute inside it, optionally with the container's
+    /etc/hosts and resolv.conf bind-mounted in a private mount namespace."""
+
+    name: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    files: EtcPaths | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        if self.files is None:
+            return ["ip", "netns", "exec", self.name, *argv]
+        hosts, resolv = self.files.hosts, self.files.resolv_conf
+        script = f'mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && exec "$@"'
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.name,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *argv,
+        ]
+
+    def run(self, *argv: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh(*self._argv(argv), timeout=timeout, check=check)
+
+    def popen(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            self._argv(argv),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def serve_http(self, root: Path, tag: str, port: int = 80, bind: str = "0.0.0.0") -> None:
+        """busybox httpd whose /cgi-bin/whoami answers "<tag> <client address>"; waits until it listens."""
+        (root / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        script = root / "cgi-bin" / "whoami"
+        script.write_text(CGI_WHOAMI)
+        script.chmod(0o755)
+        (root / "index.html").write_text(f"{tag}\n")
+        where = f"{bind}:{port}" if bind else str(port)
+        self.popen(BUSYBOX, "httpd", "-f", "-p", where, "-h", str(root), env={"SERVER_NAME_TAG": tag})
+        wait_until(lambda: f":{port:04X}" in self._listening(), 5, f"httpd on {self.name}:{port}")
+
+    def _listening(self) -> str:
+        return self.run("cat", "/proc/net/tcp", "/proc/net/tcp6", check=False).stdout
+
+    def fetch(self, url: str, timeout: float = 5) -> str | None:
+        """`busybox wget` from inside; None when it fails (refused, unreachable, timed out)."""
+        try:
+            done = self.run(BUSYBOX, "wget", "-q", "-O", "-", url, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def fetch_host(url: str, timeout: float = 5) -> str | None:
+    """`busybox wget` from the host itself."""
+    try:
+        done = sh(BUSYBOX, "wget", "-q", "-O", "-", url, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@dataclass
+class Lab:
+    """Everything one test made, so teardown can remove it."""
+
+    tag: str
+    block: Block
+    scratch: Path
+    namespaces: list[Namespace] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    managers: list[NetworkManager] = field(default_factory=list)
+
+    @property
+    def table(self) -> str:
+        return f"dyn-{self.tag}"
+
+    @property
+    def bridge(self) -> str:
+        return f"dyn-{self.tag}0"
+
+    def www(self, ns: Namespace) -> Path:
+        """A document root for a server in `ns`."""
+        root = self.scratch / f"www-{ns.name}"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def netns(self, suffix: str) -> Namespace:
+        ns = Namespace(f"dyn-{self.tag}-{suffix}")
+        sh("ip", "netns", "add", ns.name)
+        self.namespaces.append(ns)
+        sh("ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
+        return ns
+
+    def test_host(self, suffix: str, n: int) -> tuple[Namespace, IPv4Interface, IPv4Interface]:
+        """A namespace wired to the host by a veth on link_net(n): (namespace, host side, its side)."""
+        ns = self.netns(suffix)
+        net = self.block.link_net(n)
+        host_if, ns_if = (IPv4Interface(f"{a}/{net.prefixlen}") for a in list(net.hosts())[:2])
+        link = f"dyn-{self.tag}h{n}"
+        sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+        self.links.append(link)
+        sh("ip", "addr", "add", str(host_if), "dev", link)
+        sh("ip", "link", "set", link, "up")
+        ns.run("ip", "addr", "add", str(ns_if), "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+        return ns, host_if, ns_if
+
+    def settings(self, data_dir: Path) -> NetworkSettings:
+        return NetworkSettings(
+            data_dir=data_dir,
+            bridge=self.bridge,
+            subnet=str(self.block.default_subnet),
+            pool=str(self.block.pool),
+            name_prefix="dyn-",
+            nft_table=self.table,
+        )
+
+    def manager(self, db_path: Path) -> NetworkManager:
+        mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "network"))
+        self.managers.append(mgr)
+        return mgr
+
+    def teardown(self) -> None:
+        for ns in self.namespaces:
+            for proc in ns.procs:
+                proc.kill()
+                proc.wait()
+            pids = sh("ip", "netns", "pids", ns.name, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            sh("ip", "netns", "del", ns.name, check=False)
+        bridges: set[str] = {self.bridge}
+        for mgr in self.managers:
+            bridges |= {n.bridge for n in mgr.networks()}
+        for bridge in sorted(bridges):
+            for port in bridge_ports(bridge):
+                sh("ip", "link", "del", port, check=False)
+            sh("ip", "link", "del", bridge, check=False)
+        for link in self.links:
+            sh("ip", "link", "del", link, check=False)
+        sh("nft", "delete", "table", "inet", self.table, check=False)
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    out = sh("ip", "-o", "link", "show", "master", bridge, check=False).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+
+
+def link_exists(name: str) -> bool:
+    return sh("ip", "link", "show", name, check=False).returncode == 0
+
+
+async def table_rules(table: str) -> list[dict[str, object]]:
+    return await nft.list_rules(table)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_root()
+    tag = secrets.token_hex(3)[:5]
+    block = Block(IPv4Network(f"10.232.{16 * random.randrange(15)}.0/20"))
+    lab = Lab(tag, block, tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.teardown()
+
+
+@pytest.fixture
+async def manager(lab: Lab, tmp_path: Path) -> AsyncIterator[NetworkManager]:
+    mgr = lab.manager(tmp_path / "dockyard.db")
+    await mgr.start()
+    try:
+        yield mgr
+    finally:
+        await mgr.stop()
+
+
+def ip_of(address: IPv4Interface | IPv4Address) -> str:
+    return str(address.ip if isinstance(address, IPv4Interface) else address)
