@@ -22,8 +22,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import errors, log
-from agent.api.v1 import system_pb2_grpc
+from agent.api.v1 import images_pb2_grpc, system_pb2_grpc
 from agent.config import AgentConfig
+from agent.images.manager import ImageManager
+from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials
@@ -48,6 +50,7 @@ class Components:
     count_containers: Callable[[], tuple[int, int]] = lambda: (0, 0)
     # >>> managers (fields): each area adds its manager attribute here,
     # e.g. `images: ImageManager | None = None`
+    images: ImageManager | None = None
     # <<< managers (fields)
 
     @classmethod
@@ -56,6 +59,9 @@ class Components:
         c = cls(config=config, db=Database(config.data_root / "dockyard.db"), started_at=datetime.now(UTC))
         # >>> managers (construction): each area builds its manager from `c.config`/`c.db` and appends
         # its start (reconcile) / stop hooks to c.on_start / c.on_stop.
+        c.images = ImageManager(config.data_root, c.db)
+        c.on_start.append(c.images.start)
+        c.count_images = c.images.count
         # <<< managers (construction)
         return c
 
@@ -75,6 +81,8 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         server,
     )
     # >>> services: each area registers its servicer here
+    if c.images is not None:
+        images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(c.images), server)
     # <<< services
 
 

@@ -17,6 +17,7 @@ from controller import fanout, inventory
 from controller import target as target_mod
 from controller.app import App
 from controller.commands import fleet as fleet_cmds
+from controller.commands import images as images_cmds
 from controller.commands import pki as pki_cmds
 from controller.commands import system as system_cmds
 from controller.config import ENV_HOST
@@ -95,6 +96,8 @@ cli.add_command(system_cmds.version)
 cli.add_command(system_cmds.ping)
 cli.add_command(pki_cmds.pki_group)
 # >>> command modules: each area registers its commands here
+for _command in images_cmds.COMMANDS:
+    cli.add_command(_command)
 cli.add_command(fleet_cmds.hosts)
 cli.add_command(fleet_cmds.bootstrap)
 # <<< command modules

@@ -138,11 +138,16 @@ class ContentStore:
         return self.adopt(src, digest)
 
     def adopt(self, src: Path, digest: str) -> str:
-        """Rename an already verified and fsynced file into place (caller hashed it while writing)."""
+        """Rename a file whose digest the caller computed while writing it (same filesystem) into place."""
         final = self._blob_path(digest)
         if final.is_file():
             src.unlink(missing_ok=True)
             return digest
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(src, 0o444)
         os.replace(src, final)
         fsync_dir(final.parent)

@@ -25,19 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import agent.log
 from agent.errors import FailedPrecondition, Integrity, InvalidArgument, NotFound
-from agent.images import gc
+from agent.images import archive, gc
 from agent.images.content import ContentStore
 from agent.images.reference import Reference
 from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
+from agent.images.streams import ChunkReader, ChunkWriter, StreamAborted
 from agent.images.unpack import unpack_blob
 from agent.registry import manifests
 from agent.registry.platform import Platform
@@ -46,6 +48,7 @@ from agent.state.db import Database
 log = agent.log.get(__name__)
 
 InUse = Callable[[], set[str]]
+SAVE_FORMATS = ("docker", "oci")
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,19 @@ class ImageManager:
 
     # ---- queries -------------------------------------------------------------------------------------
 
+    def images(self) -> list[tuple[ImageRecord, list[str], bool]]:
+        """Every image once: (record, all its names, whether a container uses it), newest first."""
+        used = self.in_use()
+        out = [(r, self.store.names_of(r.digest), r.digest in used) for r in self.store.records()]
+        out.sort(key=lambda item: item[0].stored_at, reverse=True)
+        return out
+
+    def names_of(self, digest: str) -> list[str]:
+        return self.store.names_of(digest)
+
+    def is_in_use(self, digest: str) -> bool:
+        return digest in self.in_use()
+
     def get(self, ref: str) -> ImageRecord:
         return self.store.get(ref)
 
@@ -215,6 +231,10 @@ class ImageManager:
         config = json.loads(self.content.read_bytes(record.config_digest))
         manifest = json.loads(self.content.read_bytes(record.digest))
         return record, self.store.names_of(record.digest), config, manifest
+
+    def documents(self, record: ImageRecord) -> tuple[bytes, bytes]:
+        """(config, manifest) bytes exactly as stored."""
+        return self.content.read_bytes(record.config_digest), self.content.read_bytes(record.digest)
 
     async def resolve_for_run(self, ref: str) -> tuple[ImageRecord, dict[str, Any], list[Path]]:
         """What a container needs: the record, the image config dict and overlayfs lowerdirs (top first)."""
@@ -295,6 +315,144 @@ class ImageManager:
     def _collect(self) -> gc.GcResult:
         return gc.collect(self.store, self.content, self.snapshots)
 
+    # ---- archives --------------------------------------------------------------------------------------
+
+    def _save_items(self, refs: Sequence[str]) -> list[archive.SaveItem]:
+        """Resolve every ref before any byte is sent: a bad name fails the call, not the stream."""
+        if not refs:
+            raise InvalidArgument("save needs at least one image")
+        items: dict[str, tuple[ImageRecord, list[str]]] = {}
+        for ref in refs:
+            record = self.store.get(ref)
+            names = self.store.names_of(record.digest)
+            name = _matching_name(ref, names)
+            entry = items.setdefault(record.digest, (record, []))
+            if name is not None and name not in entry[1]:
+                entry[1].append(name)
+        return [archive.SaveItem(rec, tuple(names)) for rec, names in items.values()]
+
+    def _layer_size(self, digest: str, media_type: str, diff_id: str) -> int:
+        known = self.store.layer_size(diff_id)
+        if known is not None:
+            return known
+        size = archive.uncompressed_size(self.content, digest, media_type, diff_id)
+        self.store.record_layer_size(diff_id, size)
+        return size
+
+    async def save(self, refs: Sequence[str], fmt: str = "docker") -> AsyncIterator[bytes]:
+        """Stream a docker-archive (`fmt="docker"`) or OCI-archive (`"oci"`) tar of the images, in chunks.
+
+        Names are checked before the first chunk; content errors during the stream raise from the iterator.
+        """
+        if fmt not in SAVE_FORMATS:
+            raise InvalidArgument(f"unknown archive format {fmt!r}: want one of {', '.join(SAVE_FORMATS)}")
+        items = self._save_items(refs)
+        return self._save_stream(items, fmt)
+
+    async def _save_stream(self, items: list[archive.SaveItem], fmt: str) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(asyncio.get_running_loop())
+
+        def work() -> None:
+            try:
+                if fmt == "oci":
+                    archive.write_oci_archive(writer, items, self.content)  # type: ignore[arg-type]
+                else:
+                    archive.write_docker_archive(writer, items, self.content, self._layer_size)  # type: ignore[arg-type]
+            except StreamAborted:
+                return
+            except BaseException as exc:  # handed to the loop side, which raises it
+                with contextlib.suppress(StreamAborted):
+                    writer.finish(exc)
+                return
+            with contextlib.suppress(StreamAborted):
+                writer.finish()
+
+        async with self.operation():
+            task = asyncio.create_task(asyncio.to_thread(work))
+            try:
+                async for chunk in writer.chunks():
+                    yield chunk
+            finally:
+                writer.abort()
+                with contextlib.suppress(BaseException):
+                    await task
+        log.info("image.saved", images=[i.record.digest for i in items], format=fmt)
+
+    async def _consume_upload(self, chunks: AsyncIterable[bytes], fn: Callable[[ChunkReader], Any]) -> Any:
+        """Feed an uploaded stream to `fn(reader)` running in a thread; returns its result."""
+        reader = ChunkReader()
+
+        def run() -> Any:
+            try:
+                return fn(reader)
+            finally:
+                reader.close()
+
+        task = asyncio.create_task(asyncio.to_thread(run))
+        try:
+            async for chunk in chunks:
+                if task.done():
+                    break
+                await reader.feed(chunk)
+            await reader.finish()
+        except BaseException:
+            reader.fail(StreamAborted("the upload was interrupted"))
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        return await task
+
+    async def load(self, chunks: AsyncIterable[bytes]) -> list[ImageRecord]:
+        """`load -i`: docker-archive or OCI-archive bytes (maybe compressed) → registered images."""
+        work = self.tmp_dir / f"load-{secrets.token_hex(8)}"
+        try:
+            async with self.operation():
+                staged = await self._consume_upload(
+                    chunks, lambda r: archive.stage_archive(cast(BinaryIO, r), work)
+                )
+                planned = await asyncio.to_thread(archive.plan_archive, staged, self.content)
+                if not planned:
+                    raise InvalidArgument("the archive contains no images")
+                records = []
+                for item in planned:
+                    first = item.names[0] if item.names else ""
+                    record = await self.register(first, item.manifest_digest, index_digest=item.index_digest)
+                    for extra in item.names[1:]:
+                        self.store.tag(record.digest, extra)
+                    records.append(record)
+                    for name in item.names:
+                        log.info("image.loaded", image_ref=name, digest=record.digest)
+                return records
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def import_rootfs(
+        self,
+        chunks: AsyncIterable[bytes],
+        ref: str,
+        *,
+        changes: Iterable[str] = (),
+        message: str = "",
+    ) -> ImageRecord:
+        """`import ROOTFS.tar REF`: a one-layer image from a rootfs tarball (plain, gzip, zstd, xz, bzip2)."""
+        name = _tag_name(ref) if ref else ""
+        config_changes = archive.parse_changes(changes)
+        work = self.tmp_dir / f"import-{secrets.token_hex(8)}"
+        try:
+            async with self.operation():
+                layer: archive.ImportedLayer = await self._consume_upload(
+                    chunks, lambda r: archive.stage_rootfs(cast(BinaryIO, r), work, self.content)
+                )
+                config = archive.import_config(layer.diff_id, changes=config_changes, message=message)
+                config_digest = self.content.put_bytes(config)
+                manifest = archive.single_layer_manifest(config, config_digest, layer)
+                manifest_digest = self.content.put_bytes(manifest)
+                record = await self.register(name, manifest_digest)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        log.info("image.imported", image_ref=name or None, digest=record.digest, bytes=layer.size)
+        return record
+
     def disk_usage(self) -> DiskUsage:
         records = self.store.records()
         used = self.in_use()
@@ -323,6 +481,14 @@ def _size_or_zero(content: ContentStore, digest: str) -> int:
         return content.size(digest)
     except NotFound:
         return 0
+
+
+def _tag_name(ref: str) -> str:
+    """A name to give an image: a valid reference with a tag, not a digest."""
+    parsed = Reference.parse(ref)
+    if parsed.digest is not None:
+        raise InvalidArgument(f"cannot name an image with a digest reference {ref!r}")
+    return str(parsed)
 
 
 def _matching_name(ref: str, names: list[str]) -> str | None:

@@ -1,0 +1,173 @@
+"""Bridges between chunk streams on the event loop (gRPC) and blocking file objects used in threads.
+
+`ChunkReader`: the loop `feed`s chunks (client-streaming upload), a worker thread `read`s them as a file.
+`ChunkWriter`: a worker thread `write`s a file (e.g. a tar stream), the loop iterates over `chunks()`.
+Both are bounded (backpressure both ways) and can be failed from either side so that neither a thread nor
+a coroutine waits forever when the other side is gone (client cancelled, archive rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import queue
+from collections.abc import AsyncIterator
+
+from agent.errors import Conflict
+
+CHUNK_SIZE = 1 << 20  # well under gRPC's default 4 MiB message limit
+_EOF = b""
+
+
+class StreamAborted(Conflict):
+    """The other side of a stream went away (cancelled RPC or failed worker)."""
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file fed from the event loop."""
+
+    def __init__(self, max_chunks: int = 8) -> None:
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(max_chunks)
+        self._buf = memoryview(b"")
+        self._eof = False
+        self.consumer_done = False
+
+    # -- loop side --
+    async def feed(self, chunk: bytes) -> None:
+        """Queue a chunk (waits while the reader is behind); empty chunks are ignored."""
+        if not chunk or self.consumer_done:
+            return
+        try:
+            self._q.put_nowait(bytes(chunk))
+        except queue.Full:
+            while not self.consumer_done:
+                try:
+                    await asyncio.to_thread(self._q.put, bytes(chunk), True, 0.2)
+                    return
+                except queue.Full:
+                    continue
+
+    def _put_control(self, item: bytes | BaseException) -> None:
+        while True:
+            try:
+                self._q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._q.get_nowait()  # consumer is behind or gone: make room, data no longer matters
+                except queue.Empty:
+                    pass
+
+    async def finish(self) -> None:
+        """Signal end of input."""
+        if self.consumer_done:
+            return
+        try:
+            self._q.put_nowait(_EOF)
+        except queue.Full:
+            while not self.consumer_done:
+                try:
+                    await asyncio.to_thread(self._q.put, _EOF, True, 0.2)
+                    return
+                except queue.Full:
+                    continue
+
+    def fail(self, exc: BaseException) -> None:
+        """Make the reading thread raise `exc` at its next read."""
+        self._put_control(exc)
+
+    # -- thread side --
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            if self._eof:
+                return 0
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self.consumer_done = True
+                raise item
+            if item == _EOF:
+                self._eof = True
+                return 0
+            self._buf = memoryview(item)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        self.consumer_done = True
+        super().close()
+
+
+class ChunkWriter(io.RawIOBase):
+    """A writable file drained by the event loop in chunks of about CHUNK_SIZE bytes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_chunks: int = 4) -> None:
+        self._loop = loop
+        self._q: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(max_chunks)
+        self._pending = bytearray()
+        self._aborted = False
+
+    # -- thread side --
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._aborted:
+            raise StreamAborted("the receiving side of the stream went away")
+        self._pending += b
+        while len(self._pending) >= CHUNK_SIZE:
+            chunk = bytes(self._pending[:CHUNK_SIZE])
+            del self._pending[:CHUNK_SIZE]
+            self._send(chunk)
+        return len(b)
+
+    def _send(self, item: bytes | BaseException | None) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._q.put(item), self._loop)
+        while True:
+            try:
+                fut.result(timeout=0.5)
+                return
+            except TimeoutError:
+                if self._aborted:
+                    fut.cancel()
+                    raise StreamAborted("the receiving side of the stream went away") from None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Flush and end the stream; with `error`, the loop side raises it instead."""
+        if self._aborted:
+            return
+        if error is None and self._pending:
+            self._send(bytes(self._pending))
+            self._pending.clear()
+        self._send(error)
+
+    # -- loop side --
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield chunks until the writer finishes; re-raises the writer's error."""
+        try:
+            while True:
+                item = await self._q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """The loop side stops listening: the writing thread raises StreamAborted at its next write."""
+        self._aborted = True
+        while not self._q.empty():
+            self._q.get_nowait()
