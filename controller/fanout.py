@@ -24,7 +24,7 @@ from controller.target import Target
 
 T = TypeVar("T")
 
-RETRY_DELAYS = (0.2, 0.5, 1.0)
+RETRY_DELAYS = (0.1, 0.3)
 
 
 @dataclass(frozen=True)

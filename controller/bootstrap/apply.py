@@ -213,7 +213,7 @@ class Bootstrapper:
     async def _install(self, s: ssh.Session, facts: Facts, wheelhouse: wh_mod.Wheelhouse) -> None:
         """Upload missing wheels, install into versions/<digest>, then swap the venv symlink."""
         await s.run(f"mkdir -p {WHEELHOUSE_DIR}")
-        listing = await s.run(f'cd {WHEELHOUSE_DIR} && for f in *.whl; do [ -f "$f" ] && echo "$f"; done; true')
+        listing = await s.run(f"cd {WHEELHOUSE_DIR} && ls -1 -- *.whl 2>/dev/null; true")
         present = set(listing.stdout.split())
         for wheel in wheelhouse.wheels:
             if wheel.name not in present:  # wheel names carry their version: same name, same content

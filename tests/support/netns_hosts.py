@@ -57,6 +57,8 @@ def port_open(address: str, port: int) -> bool:
 
 @dataclass
 class TestHost:
+    __test__ = False  # not a pytest test class
+
     index: int
     root: Path
     client_pubkey: str
