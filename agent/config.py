@@ -11,6 +11,11 @@ Example `/etc/dockyard/agent.toml` (every key optional):
     insecure_registries = ["127.0.0.1:5000"]
     [registry_mirrors]
     "docker.io" = ["https://mirror.example:5000"]
+    network_bridge = "dockyard0"          # the default network's bridge
+    network_subnet = "10.210.0.0/16"      # the default network's subnet
+    network_pool = "10.211.0.0/16"        # user-defined networks get a /24 of this unless --subnet
+    network_name_prefix = "dy-"           # prefix of the bridges and veths the agent creates (max 5)
+    network_nft_table = "dockyard"        # our nftables table (family inet)
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class AgentConfig:
     runtime: str = "runc"
     insecure_registries: tuple[str, ...] = ()
     registry_mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # network (agent/network): see the example above
+    network_bridge: str = "dockyard0"
+    network_subnet: str = "10.210.0.0/16"
+    network_pool: str = "10.211.0.0/16"
+    network_name_prefix: str = "dy-"
+    network_nft_table: str = "dockyard"
 
     def with_overrides(self, **overrides: Any) -> AgentConfig:
         """Return a copy with every non-None override applied (flags beat the file)."""

@@ -22,11 +22,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import errors, log
-from agent.api.v1 import images_pb2_grpc, system_pb2_grpc
+from agent.api.v1 import images_pb2_grpc, networks_pb2_grpc, system_pb2_grpc
 from agent.config import AgentConfig
 from agent.images.manager import ImageManager
+from agent.network.manager import NetworkManager, NetworkSettings
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
+from agent.server.networks import NetworksServicer
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials
 from agent.state.db import Database
@@ -51,6 +53,7 @@ class Components:
     # >>> managers (fields): each area adds its manager attribute here,
     # e.g. `images: ImageManager | None = None`
     images: ImageManager | None = None
+    networks: NetworkManager | None = None
     # <<< managers (fields)
 
     @classmethod
@@ -62,6 +65,19 @@ class Components:
         c.images = ImageManager(config.data_root, c.db)
         c.on_start.append(c.images.start)
         c.count_images = c.images.count
+        c.networks = NetworkManager(
+            c.db,
+            NetworkSettings(
+                data_dir=config.data_root / "network",
+                bridge=config.network_bridge,
+                subnet=config.network_subnet,
+                pool=config.network_pool,
+                name_prefix=config.network_name_prefix,
+                nft_table=config.network_nft_table,
+            ),
+        )
+        c.on_start.append(c.networks.start)
+        c.on_stop.append(c.networks.stop)
         # <<< managers (construction)
         return c
 
@@ -83,6 +99,8 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
     # >>> services: each area registers its servicer here
     if c.images is not None:
         images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(c.images), server)
+    if c.networks is not None:
+        networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
     # <<< services
 
 

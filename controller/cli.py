@@ -18,6 +18,7 @@ from controller import target as target_mod
 from controller.app import App
 from controller.commands import fleet as fleet_cmds
 from controller.commands import images as images_cmds
+from controller.commands import networks as network_cmds
 from controller.commands import pki as pki_cmds
 from controller.commands import system as system_cmds
 from controller.config import ENV_HOST
@@ -100,6 +101,8 @@ for _command in images_cmds.COMMANDS:
     cli.add_command(_command)
 cli.add_command(fleet_cmds.hosts)
 cli.add_command(fleet_cmds.bootstrap)
+for _command in network_cmds.COMMANDS:
+    cli.add_command(_command)
 # <<< command modules
 
 

@@ -173,6 +173,13 @@ class NetworkManager:
         """The published ports of a container, with the host ports actually bound."""
         return [p.mapping for p in self._store.ports(container_id)]
 
+    async def ports_of(self, container: str) -> list[PortMapping]:
+        """`dockyard port CTR`: the container by name or ID; a `container:` sidecar has none of its own."""
+        return self.ports((await self._resolve(container)).id)
+
+    def attached_count(self, network_id: str) -> int:
+        return len(self._store.endpoints(network_id=network_id))
+
     def endpoints(self, container_id: str) -> list[tuple[Network, Endpoint]]:
         nets = {n.id: n for n in self._store.networks()}
         return [(nets[e.network_id], e) for e in self._store.endpoints(container_id=container_id)]
@@ -489,8 +496,13 @@ class NetworkManager:
     # --- rules and reconciliation --------------------------------------------------------------------
 
     async def _sync_rules(self) -> None:
+        """Reload our table from the database; an agent with no bridge up and no ports has no table."""
         live = [n for n in self._store.networks() if n.bridge in self._ready]
-        await nft.apply(nft.build_ruleset(self._settings.nft_table, live, self._store.ports()))
+        ports = self._store.ports()
+        if not live and not ports:
+            await nft.delete_table(self._settings.nft_table)
+            return
+        await nft.apply(nft.build_ruleset(self._settings.nft_table, live, ports))
 
     async def start(self, existing_containers: ExistingContainers | None = None) -> None:
         """Reconcile after a (re)start: drop what belongs to containers that no longer exist, bring
@@ -520,7 +532,8 @@ class NetworkManager:
                     _log.warning(
                         "network.port_reclaim_failed", container_id=port.container_id, error=str(exc)
                     )
-            await self._sync_rules()
+            if self._ready or self._store.ports():
+                await self._sync_rules()
         _log.info("network.started", networks=len(self._store.networks()), leases=self._ipam.count())
 
     async def stop(self) -> None:

@@ -160,6 +160,7 @@ class Lab:
     namespaces: list[Namespace] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     managers: list[NetworkManager] = field(default_factory=list)
+    databases: list[Path] = field(default_factory=list)  # agents' databases: their bridges go at teardown
 
     @property
     def table(self) -> str:
@@ -206,6 +207,15 @@ class Lab:
             nft_table=self.table,
         )
 
+    def agent_config(self, path: Path) -> Path:
+        """A dockyard-agent TOML config using this lab's names and subnets."""
+        s = self.settings(path.parent)
+        path.write_text(
+            f'network_bridge = "{s.bridge}"\nnetwork_subnet = "{s.subnet}"\nnetwork_pool = "{s.pool}"\n'
+            f'network_name_prefix = "{s.name_prefix}"\nnetwork_nft_table = "{s.nft_table}"\n'
+        )
+        return path
+
     def manager(self, db_path: Path) -> NetworkManager:
         mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "network"))
         self.managers.append(mgr)
@@ -226,6 +236,11 @@ class Lab:
         bridges: set[str] = {self.bridge}
         for mgr in self.managers:
             bridges |= {n.bridge for n in mgr.networks()}
+        for path in self.databases:
+            if path.exists():
+                db = Database(path)
+                bridges |= {r["bridge"] for r in db.query("SELECT bridge FROM network_networks")}
+                db.close()
         for bridge in sorted(bridges):
             for port in bridge_ports(bridge):
                 sh("ip", "link", "del", port, check=False)
