@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import agent.log
@@ -30,7 +30,7 @@ from agent.registry import manifests
 from agent.registry.auth import Authenticator, Credentials, repository_scope
 from agent.registry.manifests import Descriptor, Document
 from agent.registry.platform import Platform, select
-from agent.registry.transport import Endpoint, Response, Transient, Transport, registry_error
+from agent.registry.transport import Body, Endpoint, Response, Transient, Transport, registry_error
 
 log = agent.log.get(__name__)
 
@@ -128,7 +128,7 @@ class Repository:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | BinaryIO | None = None,
+        body: Body = None,
         scopes: frozenset[str] | None = None,
     ) -> Response:
         """One request with the auth dance: anonymous or cached auth first, one retry after a 401."""
@@ -348,7 +348,7 @@ class Repository:
             raise Unavailable("chunk upload: registry gave no Location")
         return urljoin(location, next_location)
 
-    def finish_upload(self, location: str, digest: str, body: BinaryIO | bytes | None, size: int) -> None:
+    def finish_upload(self, location: str, digest: str, body: Body, size: int) -> None:
         """PUT closing the upload (monolithic when `body` carries the whole blob)."""
         separator = "&" if urlsplit(location).query else "?"
         url = f"{location}{separator}digest={quote(digest)}"

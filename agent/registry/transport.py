@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from agent.errors import (
@@ -41,7 +41,17 @@ DEFAULT_TIMEOUT = 60.0
 MAX_REDIRECTS = 5
 _ERROR_BODY_LIMIT = 64 * 1024
 _POOL_LIMIT = 8
+_BLOCK = 256 * 1024  # bytes per send() of a streamed request body
 USER_AGENT = "dockyard-agent"
+
+
+class Readable(Protocol):
+    """A request body streamed from a file-like object (http.client reads it block by block)."""
+
+    def read(self, amount: int = -1, /) -> bytes: ...
+
+
+Body = bytes | Readable | None
 
 
 class Transient(Unavailable):
@@ -197,7 +207,7 @@ class Transport:
         method: str,
         url: str,
         headers: Mapping[str, str] | None = None,
-        body: bytes | BinaryIO | None = None,
+        body: Body = None,
         *,
         follow_redirects: bool = True,
     ) -> Response:
@@ -227,9 +237,7 @@ class Transport:
             url = target
         raise Unavailable(f"{url}: too many redirects")
 
-    def _send(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | BinaryIO | None
-    ) -> Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise InvalidArgument(f"unsupported URL {url!r}")
@@ -260,6 +268,9 @@ class Transport:
                 if reused and replayable and attempt == 0 and _is_stale(exc):
                     continue
                 raise Transient(f"cannot reach {parts.netloc}: {_describe(exc)}") from exc
+            except BaseException:
+                conn.close()  # e.g. a body reader that was cancelled mid-upload
+                raise
             return Response(self, key, conn, raw, url)
         raise Internal("unreachable")  # pragma: no cover
 
@@ -271,9 +282,11 @@ class Transport:
         scheme, netloc = key
         conn: http.client.HTTPConnection
         if scheme == "https":
-            conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.ssl_context(netloc))
+            conn = http.client.HTTPSConnection(
+                netloc, timeout=self.timeout, context=self.ssl_context(netloc), blocksize=_BLOCK
+            )
         else:
-            conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
+            conn = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_BLOCK)
         return conn, False
 
     def _release(self, key: tuple[str, str], conn: http.client.HTTPConnection) -> None:

@@ -124,21 +124,24 @@ class RegistryServer:
         finally:
             conn.close()
 
-    def skopeo_dest_args(self, *, as_source: bool = False) -> list[str]:
-        """skopeo flags to reach this registry: TLS policy, test CA dir, credentials."""
-        side = "src" if as_source else "dest"
+    def skopeo_args(self, side: str = "dest") -> list[str]:
+        """skopeo flags to reach this registry (TLS policy, test CA dir, credentials).
+
+        `side` is "dest" or "src" for `copy`, "" for `inspect` (which takes unprefixed flags).
+        """
+        prefix = f"--{side}-" if side else "--"
         args: list[str] = []
         if self.scheme == "http":
-            args.append(f"--{side}-tls-verify=false")
+            args.append(f"{prefix}tls-verify=false")
         else:
             cert_dir = self.root / "skopeo-certs"
             cert_dir.mkdir(exist_ok=True)
             assert self.ca is not None
             (cert_dir / "ca.crt").write_bytes(self.ca.cert_pem)
-            args.append(f"--{side}-cert-dir={cert_dir}")
+            args.append(f"{prefix}cert-dir={cert_dir}")
         if self.users:
             user, password = next(iter(self.users.items()))
-            args.append(f"--{side}-creds={user}:{password}")
+            args.append(f"{prefix}creds={user}:{password}")
         return args
 
     def stop(self) -> None:

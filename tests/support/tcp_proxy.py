@@ -1,17 +1,25 @@
 """A TCP proxy for fault tests: counts the bytes the server sends, can cut connections and throttle.
 
-`cut_after(n)` arms a one-shot cut: the connection carrying the server→client byte number `n` (counted
-over all connections since arming) is reset (SO_LINGER 0 → RST) right after that byte was forwarded.
-`rate` (bytes/s) slows the server→client direction, to catch a pull in the middle.
+`cut_after(n)` arms a one-shot cut: the connection carrying server→client byte number `n` (counted over
+all connections since arming) is reset (SO_LINGER 0 → RST to both ends) right after that byte was
+forwarded. `rate` (bytes/s) slows the server→client direction, to catch a transfer in the middle.
+
+Each connection is served by one thread that alone owns both sockets (select over them plus a wake-up
+pipe), so closing a socket really resets it — a close from another thread while one is blocked in recv()
+would not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
 import struct
 import threading
 import time
+
+_BUF = 64 * 1024
 
 
 class TcpProxy:
@@ -28,8 +36,8 @@ class TcpProxy:
         self.cuts = 0
         self.rate: float | None = None
         self._cut_at: int | None = None
-        self._closed = threading.Event()
-        self._sockets: set[socket.socket] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         self._threads: list[threading.Thread] = []
         self._accept_thread = threading.Thread(target=self._accept, daemon=True)
         self._accept_thread.start()
@@ -48,73 +56,86 @@ class TcpProxy:
             self._cut_at = self.downstream_bytes + n
 
     def _accept(self) -> None:
-        while not self._closed.is_set():
+        while True:
+            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+            if self._wake_r in ready:
+                return
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self.connections += 1
-                self._sockets.update((client, upstream))
-            for args in ((client, upstream, False), (upstream, client, True)):
-                thread = threading.Thread(target=self._pump, args=args, daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+    def _take(self, data: bytes) -> tuple[bytes, bool]:
+        """Count server→client bytes; trim at an armed cut. Returns (bytes to forward, cut now)."""
+        with self._lock:
+            cut = self._cut_at is not None and self.downstream_bytes + len(data) >= self._cut_at
+            if cut:
+                assert self._cut_at is not None
+                data = data[: max(0, self._cut_at - self.downstream_bytes)]
+                self._cut_at = None
+                self.cuts += 1
+            self.downstream_bytes += len(data)
+            return data, cut
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self.connections += 1
         started = time.monotonic()
         sent = 0
+        open_ends = {client, upstream}
+        reset = False
         try:
-            while True:
-                data = src.recv(64 * 1024 if self.rate is None else 8 * 1024)
-                if not data:
-                    with contextlib.suppress(OSError):
-                        dst.shutdown(socket.SHUT_WR)
+            while open_ends:
+                ready, _, _ = select.select([*open_ends, self._wake_r], [], [])
+                if self._wake_r in ready:
                     return
-                if downstream:
-                    cut = False
-                    with self._lock:
-                        if self._cut_at is not None and self.downstream_bytes + len(data) >= self._cut_at:
-                            data = data[: max(0, self._cut_at - self.downstream_bytes)]
-                            self._cut_at = None
-                            self.cuts += 1
-                            cut = True
-                        self.downstream_bytes += len(data)
+                for sock in ready:
+                    peer = upstream if sock is client else client
+                    data = sock.recv(_BUF if self.rate is None else 8 * 1024)
+                    if not data:
+                        open_ends.discard(sock)
+                        with contextlib.suppress(OSError):
+                            peer.shutdown(socket.SHUT_WR)
+                        continue
+                    if sock is client:
+                        upstream.sendall(data)
+                        continue
+                    data, cut = self._take(data)
                     if data:
-                        dst.sendall(data)
+                        client.sendall(data)
                     if cut:
-                        self._reset(src, dst)
+                        reset = True
                         return
                     rate = self.rate
                     if rate:
                         sent += len(data)
                         ahead = sent / rate - (time.monotonic() - started)
                         if ahead > 0:
-                            time.sleep(ahead)
-                else:
-                    dst.sendall(data)
+                            time.sleep(ahead)  # throttling, not synchronisation
         except OSError:
-            self._reset(src, dst)
-
-    def _reset(self, *socks: socket.socket) -> None:
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            with contextlib.suppress(OSError):
+            pass
+        finally:
+            for sock in (client, upstream):
+                if reset:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
 
     def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            sockets = list(self._sockets)
-        self._reset(*sockets)
+        if self._closed:
+            return
+        self._closed = True
+        os.write(self._wake_w, b"x")
         for thread in [self._accept_thread, *self._threads]:
-            thread.join(timeout=5)
+            thread.join(timeout=10)
+        self._listener.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
