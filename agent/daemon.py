@@ -68,7 +68,6 @@ class Components:
         c.networks = NetworkManager(
             c.db,
             NetworkSettings(
-                data_dir=config.data_root / "network",
                 bridge=config.network_bridge,
                 subnet=config.network_subnet,
                 pool=config.network_pool,

@@ -1,8 +1,11 @@
 """The per-container /etc/hosts, /etc/hostname and /etc/resolv.conf: rendering (pure) and writing.
 
-The files live under `<data_root>/network/containers/<id>/`; the container manager bind-mounts them over
-the image's files. Name resolution on user-defined networks is done by rewriting the hosts files of every
-container on a network whenever a member joins or leaves, not by an embedded DNS responder: it needs no
+The container manager owns the files (it creates them with the bundle, bind-mounts them over the image's
+and deletes them with the container) and hands their paths to `attach`; for a networked container the
+network manager owns their content from then on.
+
+Name resolution on user-defined networks is done by rewriting the hosts files of every container on a
+network whenever a member joins or leaves, not by an embedded DNS responder: it needs no
 listener reachable from containers (no port 53 on the gateway, no extra input rules), and resolution keeps
 working while the agent is down or restarting. The cost is that DNS-only tools (nslookup, dig) don't see
 container names; getaddrinfo — which wget, nc, curl and language runtimes use — reads the hosts file.
@@ -15,7 +18,6 @@ the whole file is a few hundred bytes written with one pwrite.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
@@ -83,43 +85,20 @@ def write_in_place(path: Path, text: str) -> None:
         os.close(fd)
 
 
-class EtcFiles:
-    """Owns `<root>/<container_id>/{hosts,hostname,resolv.conf}`."""
+def read_host_resolv_conf(path: Path = Path("/etc/resolv.conf")) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
-    def __init__(self, root: Path, host_resolv_conf: Path = Path("/etc/resolv.conf")) -> None:
-        self._root = root
-        self._host_resolv_conf = host_resolv_conf
 
-    def paths(self, container_id: str) -> EtcPaths:
-        base = self._root / container_id
-        return EtcPaths(base / "hosts", base / "hostname", base / "resolv.conf")
+def write_all(paths: EtcPaths, hostname: str, hosts: str, resolv_conf: str) -> None:
+    write_in_place(paths.hostname, hostname + "\n")
+    write_in_place(paths.resolv_conf, resolv_conf)
+    write_in_place(paths.hosts, hosts)
 
-    def exists(self, container_id: str) -> bool:
-        return self.paths(container_id).hosts.exists()
 
-    def write(self, container_id: str, hostname: str, hosts: str) -> EtcPaths:
-        paths = self.paths(container_id)
-        paths.hosts.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            host_conf = self._host_resolv_conf.read_text()
-        except OSError:
-            host_conf = ""
-        write_in_place(paths.hostname, hostname + "\n")
-        write_in_place(paths.resolv_conf, render_resolv_conf(host_conf))
-        write_in_place(paths.hosts, hosts)
-        return paths
-
-    def update_hosts(self, container_id: str, hosts: str) -> None:
-        path = self.paths(container_id).hosts
-        if path.exists():
-            write_in_place(path, hosts)
-
-    def remove(self, container_id: str) -> None:
-        shutil.rmtree(self._root / container_id, ignore_errors=True)
-
-    def known(self) -> list[str]:
-        """Container ids that have files (for orphan cleanup)."""
-        try:
-            return [p.name for p in self._root.iterdir() if p.is_dir()]
-        except FileNotFoundError:
-            return []
+def update_hosts(path: Path, hosts: str) -> None:
+    """Refresh a peer's hosts file; a file that is gone (container removed meanwhile) is skipped."""
+    if path.exists():
+        write_in_place(path, hosts)

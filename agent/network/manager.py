@@ -25,9 +25,9 @@ from typing import Protocol
 
 from agent import log
 from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from agent.network import ipam, nft
+from agent.network import etcfiles, ipam, nft
 from agent.network.bridge import BridgeDriver
-from agent.network.etcfiles import EtcFiles, EtcPaths, HostEntry, render_hosts
+from agent.network.etcfiles import EtcPaths, HostEntry, render_hosts
 from agent.network.models import Endpoint, Network, PortMapping, PublishedPort
 from agent.network.ports import PortReservations
 from agent.network.store import NetworkStore
@@ -45,7 +45,6 @@ IFNAMSIZ = 15
 class NetworkSettings:
     """The agent-config part the manager needs (see AgentConfig.network_*)."""
 
-    data_dir: Path
     bridge: str = "dockyard0"
     subnet: str = "10.210.0.0/16"
     pool: str = "10.211.0.0/16"
@@ -53,6 +52,7 @@ class NetworkSettings:
     name_prefix: str = "dy-"
     nft_table: str = "dockyard"
     mtu: int = 1500
+    host_resolv_conf: Path = Path("/etc/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class AttachRequest:
     ip: IPv4Address | None = None
     aliases: tuple[str, ...] = ()
     publish: tuple[PortMapping, ...] = ()
+    # The container's bind-mounted /etc files; None leaves them alone (no name resolution for it).
+    files: EtcPaths | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,6 @@ class AttachedNetwork:
 class AttachResult:
     networks: tuple[AttachedNetwork, ...]
     ports: tuple[PortMapping, ...]
-    files: EtcPaths
 
     @property
     def ip(self) -> IPv4Address | None:
@@ -133,7 +134,7 @@ class NetworkManager:
         self._store = NetworkStore(db)
         self._ipam = ipam.Ipam(db)
         self._driver = BridgeDriver(settings.mtu)
-        self._files = EtcFiles(settings.data_dir / "containers")
+        self._host_resolv_conf = settings.host_resolv_conf
         self._reservations = PortReservations()
         self._lock = asyncio.Lock()
         self._ready: set[str] = set()  # bridges known to be up in this process
@@ -183,17 +184,6 @@ class NetworkManager:
     def endpoints(self, container_id: str) -> list[tuple[Network, Endpoint]]:
         nets = {n.id: n for n in self._store.networks()}
         return [(nets[e.network_id], e) for e in self._store.endpoints(container_id=container_id)]
-
-    def files(self, container_id: str) -> EtcPaths | None:
-        """The /etc files of a container (for `--network container:OTHER`), None when it has none."""
-        return self._files.paths(container_id) if self._files.exists(container_id) else None
-
-    def prepare_files(self, container_id: str, hostname: str) -> EtcPaths:
-        """Create the /etc files before the container exists so they can be bind-mounted at create;
-        `attach` fills in the addresses later, in place."""
-        if self._files.exists(container_id):
-            return self._files.paths(container_id)
-        return self._files.write(container_id, hostname, render_hosts([], []))
 
     # --- networks ------------------------------------------------------------------------------------
 
@@ -355,6 +345,8 @@ class NetworkManager:
         published = self._publish(req.container_id, primary, attached[0].endpoint, req.publish)
         if published or rules_changed or self._store.ports(req.container_id):
             await self._sync_rules()
+        if req.files is not None:
+            self._store.put_etc(req.container_id, req.files)
         await self._write_files(req.container_id, {a.network.id for a in attached})
         _log.info(
             "network.attached",
@@ -363,9 +355,7 @@ class NetworkManager:
             ip=str(attached[0].endpoint.address.ip),
             ports=[str(p.mapping) for p in published],
         )
-        return AttachResult(
-            tuple(attached), tuple(p.mapping for p in published), self._files.paths(req.container_id)
-        )
+        return AttachResult(tuple(attached), tuple(p.mapping for p in published))
 
     def _publish(
         self, container_id: str, net: Network, ep: Endpoint, mappings: tuple[PortMapping, ...]
@@ -397,7 +387,7 @@ class NetworkManager:
             self._ipam.release(ep.network_id, container_id)
         if had_ports:
             await self._sync_rules()
-        await asyncio.to_thread(self._files.remove, container_id)
+        self._store.delete_etc(container_id)
         await self._refresh_peers({ep.network_id for ep in endpoints}, exclude=container_id)
         if endpoints or had_ports:
             _log.info("network.detached", container_id=container_id, networks=len(endpoints))
@@ -473,9 +463,11 @@ class NetworkManager:
         nets = {n.id: n for n in self._store.networks()}
         hosts = self._hosts_for(container_id, nets)
         mine = self._store.endpoints(container_id=container_id)
-        hostname = mine[0].hostname if mine else container_id[:12]
-        if hosts is not None:
-            await asyncio.to_thread(self._files.write, container_id, hostname, hosts)
+        paths = self._store.etc(container_id)
+        if hosts is not None and paths is not None:
+            hostname = mine[0].hostname if mine else container_id[:12]
+            resolv = etcfiles.render_resolv_conf(etcfiles.read_host_resolv_conf(self._host_resolv_conf))
+            await asyncio.to_thread(etcfiles.write_all, paths, hostname, hosts, resolv)
         await self._refresh_peers(network_ids, exclude=container_id)
 
     async def _refresh_peers(self, network_ids: set[str], exclude: str) -> None:
@@ -485,13 +477,12 @@ class NetworkManager:
             if nid in nets and not nets[nid].default:
                 peers |= {e.container_id for e in self._store.endpoints(network_id=nid)}
         peers.discard(exclude)
-        updates = [(cid, self._hosts_for(cid, nets)) for cid in sorted(peers)]
-        await asyncio.to_thread(self._update_hosts, updates)
-
-    def _update_hosts(self, updates: list[tuple[str, str | None]]) -> None:
-        for cid, text in updates:
-            if text is not None:
-                self._files.update_hosts(cid, text)
+        updates: list[tuple[Path, str]] = []
+        for cid in sorted(peers):
+            paths, text = self._store.etc(cid), self._hosts_for(cid, nets)
+            if paths is not None and text is not None:
+                updates.append((paths.hosts, text))
+        await asyncio.to_thread(_update_all, updates)
 
     # --- rules and reconciliation --------------------------------------------------------------------
 
@@ -514,9 +505,6 @@ class NetworkManager:
                 for cid in sorted(self._store.container_ids() - existing):
                     _log.info("network.orphan_removed", container_id=cid)
                     await self._teardown(cid)
-                for cid in self._files.known():
-                    if cid not in existing and cid not in self._store.container_ids():
-                        await asyncio.to_thread(self._files.remove, cid)
             for net in self._store.networks():
                 has_endpoints = bool(self._store.endpoints(network_id=net.id))
                 if not net.default or has_endpoints or await self._driver.bridge_exists(net):
@@ -539,3 +527,8 @@ class NetworkManager:
     async def stop(self) -> None:
         """Release port reservations; kernel state stays so running containers keep their network."""
         self._reservations.close()
+
+
+def _update_all(updates: list[tuple[Path, str]]) -> None:
+    for path, text in updates:
+        etcfiles.update_hosts(path, text)

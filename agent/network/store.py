@@ -11,7 +11,9 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
 
+from agent.network.etcfiles import EtcPaths
 from agent.network.models import Endpoint, Network, PortMapping, Protocol, PublishedPort
 from agent.state.db import Database
 
@@ -39,6 +41,12 @@ CREATE TABLE IF NOT EXISTS network_endpoints (
     ifname         TEXT NOT NULL DEFAULT '',
     seq            INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (container_id, network_id)
+);
+CREATE TABLE IF NOT EXISTS network_etc (
+    container_id TEXT PRIMARY KEY,
+    hosts        TEXT NOT NULL,
+    hostname     TEXT NOT NULL,
+    resolv_conf  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS network_ports (
     container_id   TEXT NOT NULL,
@@ -193,8 +201,26 @@ class NetworkStore:
             )
         return [_port(r) for r in rows]
 
+    # /etc files of attached containers (paths owned by the container manager)
+    def put_etc(self, container_id: str, paths: EtcPaths) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO network_etc (container_id, hosts, hostname, resolv_conf)"
+            " VALUES (?, ?, ?, ?)",
+            (container_id, str(paths.hosts), str(paths.hostname), str(paths.resolv_conf)),
+        )
+
+    def etc(self, container_id: str) -> EtcPaths | None:
+        row = self._db.query_one("SELECT * FROM network_etc WHERE container_id = ?", (container_id,))
+        if row is None:
+            return None
+        return EtcPaths(Path(row["hosts"]), Path(row["hostname"]), Path(row["resolv_conf"]))
+
+    def delete_etc(self, container_id: str) -> None:
+        self._db.execute("DELETE FROM network_etc WHERE container_id = ?", (container_id,))
+
     def container_ids(self) -> set[str]:
         rows = self._db.query(
             "SELECT container_id FROM network_endpoints UNION SELECT container_id FROM network_ports"
+            " UNION SELECT container_id FROM network_etc"
         )
         return {r["container_id"] for r in rows}

@@ -69,17 +69,18 @@ class Namespace:
     /etc/hosts and resolv.conf bind-mounted in a private mount namespace."""
 
     name: str
+    etc: EtcPaths
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    files: EtcPaths | None = None
+    mount_etc: bool = False  # run commands with `etc` bind-mounted over /etc/hosts and /etc/resolv.conf
 
     @property
     def path(self) -> str:
         return f"/run/netns/{self.name}"
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
-        if self.files is None:
+        if not self.mount_etc:
             return ["ip", "netns", "exec", self.name, *argv]
-        hosts, resolv = self.files.hosts, self.files.resolv_conf
+        hosts, resolv = self.etc.hosts, self.etc.resolv_conf
         script = f'mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && exec "$@"'
         return [
             "ip",
@@ -177,7 +178,13 @@ class Lab:
         return root
 
     def netns(self, suffix: str) -> Namespace:
-        ns = Namespace(f"dyn-{self.tag}-{suffix}")
+        name = f"dyn-{self.tag}-{suffix}"
+        etc_dir = self.scratch / f"etc-{name}"
+        etc_dir.mkdir(parents=True)
+        etc = EtcPaths(etc_dir / "hosts", etc_dir / "hostname", etc_dir / "resolv.conf")
+        for path in (etc.hosts, etc.hostname, etc.resolv_conf):
+            path.write_text("")
+        ns = Namespace(name, etc)
         sh("ip", "netns", "add", ns.name)
         self.namespaces.append(ns)
         sh("ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
@@ -197,9 +204,8 @@ class Lab:
         ns.run("ip", "link", "set", "eth0", "up")
         return ns, host_if, ns_if
 
-    def settings(self, data_dir: Path) -> NetworkSettings:
+    def settings(self) -> NetworkSettings:
         return NetworkSettings(
-            data_dir=data_dir,
             bridge=self.bridge,
             subnet=str(self.block.default_subnet),
             pool=str(self.block.pool),
@@ -209,7 +215,7 @@ class Lab:
 
     def agent_config(self, path: Path) -> Path:
         """A dockyard-agent TOML config using this lab's names and subnets."""
-        s = self.settings(path.parent)
+        s = self.settings()
         path.write_text(
             f'network_bridge = "{s.bridge}"\nnetwork_subnet = "{s.subnet}"\nnetwork_pool = "{s.pool}"\n'
             f'network_name_prefix = "{s.name_prefix}"\nnetwork_nft_table = "{s.nft_table}"\n'
@@ -217,7 +223,7 @@ class Lab:
         return path
 
     def manager(self, db_path: Path) -> NetworkManager:
-        mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "network"))
+        mgr = NetworkManager(Database(db_path), self.settings())
         self.managers.append(mgr)
         return mgr
 

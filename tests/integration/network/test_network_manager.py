@@ -27,7 +27,9 @@ def cid() -> str:
 async def test_attach_default_network_configures_the_namespace(lab: Lab, manager: NetworkManager) -> None:
     ns = lab.netns("a")
     container = cid()
-    result = await manager.attach(AttachRequest(container, name="alpha", hostname="alpha-host"), ns.path)
+    result = await manager.attach(
+        AttachRequest(container, name="alpha", hostname="alpha-host", files=ns.etc), ns.path
+    )
 
     net = result.networks[0].network
     ep = result.networks[0].endpoint
@@ -38,9 +40,9 @@ async def test_attach_default_network_configures_the_namespace(lab: Lab, manager
     assert f"default via {net.gateway} dev eth0" in ns.run("ip", "route").stdout
     assert "UP" in ns.run("ip", "-o", "link", "show", "lo").stdout
     assert ep.host_veth in bridge_ports(lab.bridge)
-    hosts = result.files.hosts.read_text()
+    hosts = ns.etc.hosts.read_text()
     assert f"{ep.address.ip}\talpha-host alpha" in hosts
-    assert result.files.hostname.read_text() == "alpha-host\n"
+    assert ns.etc.hostname.read_text() == "alpha-host\n"
     # the host reaches the namespace through the bridge
     ns.serve_http(lab.www(ns), "alpha")
     assert fetch_host(f"http://{ep.address.ip}/") == "alpha\n"
@@ -48,7 +50,6 @@ async def test_attach_default_network_configures_the_namespace(lab: Lab, manager
     await manager.detach(container)
     assert not link_exists(ep.host_veth)
     assert "eth0" not in ns.run("ip", "-o", "link").stdout
-    assert not result.files.hosts.exists()
     assert manager.inspect("bridge").endpoints == ()
     await manager.detach(container)  # idempotent
 
@@ -59,24 +60,25 @@ async def test_user_network_names_aliases_and_isolation(lab: Lab, manager: Netwo
     web, client, other = lab.netns("web"), lab.netns("client"), lab.netns("other")
     web_id, client_id, other_id = cid(), cid(), cid()
     r_web = await manager.attach(
-        AttachRequest(web_id, name="web", network="front", aliases=("www",)), web.path
+        AttachRequest(web_id, name="web", network="front", aliases=("www",), files=web.etc), web.path
     )
-    r_client = await manager.attach(AttachRequest(client_id, name="client", network="front"), client.path)
-    r_other = await manager.attach(AttachRequest(other_id, name="other", network="back"), other.path)
+    await manager.attach(
+        AttachRequest(client_id, name="client", network="front", files=client.etc), client.path
+    )
+    await manager.attach(AttachRequest(other_id, name="other", network="back", files=other.etc), other.path)
     web.serve_http(lab.www(web), "web")
-    client.files = r_client.files
-    other.files = r_other.files
+    client.mount_etc = other.mount_etc = True
 
     assert client.fetch("http://web/") == "web\n"
     assert client.fetch("http://www/") == "web\n"
     # the hosts file of a member that joined earlier learnt about the later one
-    assert "\tclient " in r_web.files.hosts.read_text()
+    assert "\tclient " in web.etc.hosts.read_text()
     # another network: no name, and no route through the host either
     assert other.fetch("http://web/", timeout=1.5) is None
     assert other.fetch(f"http://{r_web.ip}/", timeout=1.5) is None
 
     await manager.detach(client_id)
-    assert "client" not in r_web.files.hosts.read_text()
+    assert "client" not in web.etc.hosts.read_text()
     with pytest.raises(FailedPrecondition, match="attached"):
         await manager.remove("front")
     await manager.detach(web_id)

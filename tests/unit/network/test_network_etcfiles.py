@@ -6,7 +6,14 @@ import os
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from agent.network.etcfiles import EtcFiles, HostEntry, render_hosts, render_resolv_conf
+from agent.network.etcfiles import (
+    EtcPaths,
+    HostEntry,
+    render_hosts,
+    render_resolv_conf,
+    update_hosts,
+    write_all,
+)
 
 
 def test_render_hosts_own_first_then_peers_without_duplicates() -> None:
@@ -23,16 +30,15 @@ def test_resolv_conf_drops_loopback_nameservers() -> None:
 
 
 def test_updates_keep_the_inode(tmp_path: Path) -> None:
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 10.0.0.2\n")
-    files = EtcFiles(tmp_path / "c", resolv)
-    paths = files.write("abc", "host1", "long content\n" * 10)
+    paths = EtcPaths(tmp_path / "hosts", tmp_path / "hostname", tmp_path / "resolv.conf")
+    for p in (paths.hosts, paths.hostname, paths.resolv_conf):
+        p.write_text("old\n")
     inode = os.stat(paths.hosts).st_ino
-    files.update_hosts("abc", "short\n")
+    write_all(paths, "host1", "long content\n" * 10, "nameserver 10.0.0.2\n")
+    update_hosts(paths.hosts, "short\n")
     assert paths.hosts.read_text() == "short\n"
     assert os.stat(paths.hosts).st_ino == inode
     assert paths.hostname.read_text() == "host1\n"
     assert paths.resolv_conf.read_text() == "nameserver 10.0.0.2\n"
-    assert files.known() == ["abc"]
-    files.remove("abc")
-    assert not files.exists("abc")
+    update_hosts(tmp_path / "gone", "x")  # a removed container's file is skipped, not created
+    assert not (tmp_path / "gone").exists()
