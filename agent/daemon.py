@@ -22,13 +22,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import errors, log
-from agent.api.v1 import images_pb2_grpc, networks_pb2_grpc, system_pb2_grpc
+from agent.api.v1 import images_pb2_grpc, networks_pb2_grpc, pki_pb2_grpc, system_pb2_grpc
 from agent.config import AgentConfig
 from agent.images.manager import ImageManager
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
+from agent.server.pki import PkiServicer
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials
 from agent.state.db import Database
@@ -100,6 +101,8 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(c.images), server)
     if c.networks is not None:
         networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
+    if c.config.listen:  # certificate rotation only makes sense where there is a TLS identity
+        pki_pb2_grpc.add_PkiServicer_to_server(PkiServicer(c.config.tls_dir), server)
     # <<< services
 
 

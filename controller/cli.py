@@ -20,6 +20,7 @@ from controller.commands import fleet as fleet_cmds
 from controller.commands import images as images_cmds
 from controller.commands import networks as network_cmds
 from controller.commands import pki as pki_cmds
+from controller.commands import pki_rotate
 from controller.commands import system as system_cmds
 from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
@@ -101,6 +102,7 @@ for _command in images_cmds.COMMANDS:
     cli.add_command(_command)
 cli.add_command(fleet_cmds.hosts)
 cli.add_command(fleet_cmds.bootstrap)
+pki_cmds.pki_group.add_command(pki_rotate.rotate)
 for _command in network_cmds.COMMANDS:
     cli.add_command(_command)
 # <<< command modules

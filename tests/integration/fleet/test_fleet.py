@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import time
 import zipfile
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from controller import pki
 from controller.bootstrap import wheelhouse as wh_mod
@@ -239,3 +243,35 @@ def test_upgrade_replaces_the_agent_in_place(env: Env, tmp_path: Path) -> None:
     # And back to the suite's build, so later runs see the fleet as bootstrapped.
     r = env.cli("-H", host.name, "bootstrap", "--wheelhouse", str(env.wheelhouse), "--upgrade", timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def served_certificate(env: Env, address: str) -> bytes:
+    """The DER certificate the agent presents to a new mTLS handshake."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(env.config_dir / "ca.pem")
+    ctx.load_cert_chain(env.config_dir / "client.pem", env.config_dir / "client-key.pem")
+    with socket.create_connection((address, 7443), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_pki_rotate_renews_and_hot_reloads(env: Env) -> None:
+    hosts = [env.fleet[1], env.fleet[2]]
+    pids = [agent_pid(h) for h in hosts]
+    before = [h.private("/etc/dockyard/tls/agent.pem").read_bytes() for h in hosts]
+    key_before = hosts[0].private("/etc/dockyard/tls/agent-key.pem").read_bytes()
+    r = env.cli("-H", ",".join(h.name for h in hosts), "pki", "rotate", "--days", "30")
+    assert r.returncode == 0, r.stderr
+    assert "2 ok, 0 failed" in r.stderr
+    for h, old, pid in zip(hosts, before, pids, strict=True):
+        assert f"{h.name} | rotated: " in r.stdout and f"CN={h.name}" in r.stdout
+        new = h.private("/etc/dockyard/tls/agent.pem").read_bytes()
+        assert new != old
+        cert = x509.load_pem_x509_certificate(new)
+        assert served_certificate(env, h.address) == cert.public_bytes(serialization.Encoding.DER)
+        assert agent_pid(h) == pid  # hot reload, no restart
+        assert not h.private("/etc/dockyard/tls/agent-key.pem.new").exists()
+    assert hosts[0].private("/etc/dockyard/tls/agent-key.pem").read_bytes() != key_before
+    assert env.cli("-H", "all", "ping").returncode == 0
