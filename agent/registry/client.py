@@ -82,6 +82,25 @@ class RegistryClient:
     ) -> Repository:
         return Repository(self, ref, credentials, push=push, cancel=cancel)
 
+    def check_login(self, registry: str, credentials: Credentials) -> None:
+        """Authenticate against `GET /v2/` as `docker login` does; RegistryAuth if refused."""
+        site = _Site(
+            self.transport.endpoint(registry), Authenticator(self.transport, registry, credentials), False
+        )
+        url = site.endpoint.url("/v2/")
+        response = self.transport.request("GET", url)
+        if response.status == 401:
+            challenge = response.headers("WWW-Authenticate")
+            _drain(response)
+            authorization = site.auth.challenged(challenge, frozenset())
+            response = self.transport.request("GET", url, {"Authorization": authorization})
+            if response.status == 401:
+                _drain(response)
+                raise site.auth.refused()
+        if response.status != 200:
+            raise registry_error(response, f"login to {registry}")
+        _drain(response)
+
     def close(self) -> None:
         self.transport.close()
 
