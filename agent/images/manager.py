@@ -35,6 +35,8 @@ from typing import Any, BinaryIO, cast
 import agent.log
 from agent.errors import FailedPrecondition, Integrity, InvalidArgument, NotFound
 from agent.images import archive, gc
+from agent.images import pull as pull_mod
+from agent.images import push as push_mod
 from agent.images.content import ContentStore
 from agent.images.reference import Reference
 from agent.images.snapshots import SnapshotStore, chain_ids
@@ -42,7 +44,10 @@ from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, p
 from agent.images.streams import ChunkReader, ChunkWriter, StreamAborted
 from agent.images.unpack import unpack_blob
 from agent.registry import manifests
+from agent.registry.auth import Credentials
+from agent.registry.client import RegistryClient
 from agent.registry.platform import Platform
+from agent.registry.sources import BlobSources
 from agent.state.db import Database
 
 log = agent.log.get(__name__)
@@ -474,6 +479,46 @@ class ImageManager:
 
     def list(self) -> list[ImageRecord]:
         return self.store.list()
+
+    # ---- >>> registry area: pull, push, login check (agent/images/pull.py, push.py) -----------------
+
+    registry: RegistryClient | None = None
+    blob_sources: BlobSources | None = None
+    pull_concurrency: int = pull_mod.DEFAULT_CONCURRENCY
+
+    def attach_registry(
+        self, client: RegistryClient, *, concurrency: int = pull_mod.DEFAULT_CONCURRENCY
+    ) -> None:
+        """Give the manager the registry client the daemon built from the agent config."""
+        self.registry = client
+        self.blob_sources = BlobSources(self.store.db)
+        self.pull_concurrency = concurrency
+
+    def _registry(self) -> tuple[RegistryClient, BlobSources]:
+        if self.registry is None or self.blob_sources is None:
+            raise FailedPrecondition("this agent has no registry client configured")
+        return self.registry, self.blob_sources
+
+    def pull(
+        self, reference: str, *, platform: Platform | None = None, credentials: Credentials | None = None
+    ) -> AsyncIterator[pull_mod.PullEvent]:
+        """Pull from a registry, yielding progress; the last event is `PullFinished`."""
+        client, sources = self._registry()
+        options = pull_mod.PullOptions(platform, credentials, self.pull_concurrency)
+        return pull_mod.pull(self, client, sources, reference, options)
+
+    def push(
+        self, reference: str, *, credentials: Credentials | None = None
+    ) -> AsyncIterator[push_mod.PushEvent]:
+        """Push to the registry the name points at, yielding progress; the last event is `PushFinished`."""
+        client, sources = self._registry()
+        return push_mod.push(self, client, sources, reference, push_mod.PushOptions(credentials))
+
+    async def check_login(self, registry: str, credentials: Credentials) -> None:
+        client, _ = self._registry()
+        await asyncio.to_thread(client.check_login, registry, credentials)
+
+    # ---- <<< registry area ----------------------------------------------------------------------------
 
 
 def _size_or_zero(content: ContentStore, digest: str) -> int:
