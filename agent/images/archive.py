@@ -219,7 +219,8 @@ def _plan_docker(staged: StagedArchive, content: ContentStore) -> list[PlannedIm
         layers = []
         for layer_name, diff_id in zip(layer_names, diff_ids, strict=True):
             f = staged.resolve(layer_name)
-            with open(f.path, "rb") as fh:
+            path = f.path if f.path.exists() else content.path(f.digest)  # moved in for an earlier use
+            with open(path, "rb") as fh:
                 kind = sniff_compression(fh.read(8))
             if kind == "":
                 if f.digest != diff_id:
@@ -228,7 +229,7 @@ def _plan_docker(staged: StagedArchive, content: ContentStore) -> list[PlannedIm
                     )
                 media_type = OCI_LAYER
             elif kind in ("gzip", "zstd"):
-                with open(f.path, "rb") as fh:
+                with open(path, "rb") as fh:
                     stream = LayerStream(fh, kind)
                     stream.drain()
                 if stream.diff_id != diff_id:
@@ -529,10 +530,11 @@ class _Replay(io.RawIOBase):
         return True
 
     def read(self, n: int | None = -1) -> bytes:
+        size = _CHUNK if n is None or n < 0 else n
         if self._head:
-            data, self._head = self._head, b""
+            data, self._head = self._head[:size], self._head[size:]
             return data
-        return self._src.read(_CHUNK if n is None or n < 0 else n)
+        return self._src.read(size)
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(b))

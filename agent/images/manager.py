@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import agent.log
-from agent.errors import FailedPrecondition, Integrity, InvalidArgument, NotFound
+from agent.errors import AgentError, FailedPrecondition, Integrity, InvalidArgument, NotFound
 from agent.images import archive, gc
 from agent.images import pull as pull_mod
 from agent.images import push as push_mod
@@ -190,9 +190,12 @@ class ImageManager:
             async with self._unpack_slots:
                 await asyncio.to_thread(self._unpack_one, chains[i], layers[i], diff_ids[i])
 
-        async with asyncio.TaskGroup() as tg:
-            for i in range(len(layers)):
-                tg.create_task(one(i))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for i in range(len(layers)):
+                    tg.create_task(one(i))
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
         return chains
 
     def _unpack_one(self, chain_id: str, layer: Layer, diff_id: str) -> None:
@@ -519,6 +522,24 @@ class ImageManager:
         await asyncio.to_thread(client.check_login, registry, credentials)
 
     # ---- <<< registry area ----------------------------------------------------------------------------
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from parallel layer work: the first AgentError, else the first failure."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for exc in g.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, AgentError):
+            return exc
+    return leaves[0]
 
 
 def _size_or_zero(content: ContentStore, digest: str) -> int:

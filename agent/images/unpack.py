@@ -335,12 +335,13 @@ def unpack_layer(tar_stream: BinaryIO, target: Path) -> int:
     tree = _Tree(target)
     written = 0
     dir_times: list[tuple[list[str], int]] = []
+    counted = _Counting(tar_stream, lambda n: None)
     try:
         try:
-            tf = tarfile.open(fileobj=tar_stream, mode="r|", encoding="utf-8", errors="surrogateescape")
+            tf = tarfile.open(fileobj=counted, mode="r|", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
-            if tar_stream.read(1) == b"":
-                return 0  # an empty layer: no tar header at all
+            if counted.total == 0:
+                return 0  # an empty layer: not even an end-of-archive block
             raise InvalidArgument(f"layer is not a tar archive: {exc}") from exc
         with tf:
             while True:
@@ -551,11 +552,12 @@ def unpack_blob(
 
 
 class _Counting(io.RawIOBase):
-    """Reports compressed bytes consumed, for progress."""
+    """Counts (and reports, for progress) the bytes read through it."""
 
     def __init__(self, src: BinaryIO, on_progress: Callable[[int], None]) -> None:
         self._src = src
         self._cb = on_progress
+        self.total = 0
 
     def readable(self) -> bool:
         return True
@@ -563,6 +565,7 @@ class _Counting(io.RawIOBase):
     def read(self, n: int | None = -1) -> bytes:
         data = self._src.read(-1 if n is None else n)
         if data:
+            self.total += len(data)
             self._cb(len(data))
         return data
 

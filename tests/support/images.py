@@ -11,11 +11,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import stat
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 BUSYBOX = Path("/bin/busybox")
 MTIME = 1_700_000_000
@@ -104,3 +106,71 @@ def tree_summary(root: Path) -> dict[str, tuple[object, ...]]:
             else:
                 out[rel] = ("other", perm, st.st_uid, st.st_gid)
     return out
+
+
+def layer_tar(files: dict[str, bytes], *, whiteouts: tuple[str, ...] = ()) -> bytes:
+    """A small layer tarball: regular files (path → content, parents implied) plus `.wh.` whiteouts."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, content in sorted(files.items()):
+            _add(tf, name, data=content, mode=0o644)
+        for name in whiteouts:
+            parent, _, base = name.rpartition("/")
+            _add(tf, f"{parent}/.wh.{base}" if parent else f".wh.{base}", data=b"", mode=0o644)
+    return buf.getvalue()
+
+
+def store_image(
+    content: Any,
+    layers: list[bytes],
+    *,
+    compress: str = "gzip",
+    architecture: str = "amd64",
+    created: str = "2024-05-06T07:08:09Z",
+    config_extra: dict[str, Any] | None = None,
+) -> tuple[str, list[str]]:
+    """Put an OCI image (config, layers, manifest) into a ContentStore; returns (manifest digest, diff IDs).
+
+    `compress`: "gzip", "zstd" or "" for every layer.
+    """
+    import zstandard
+
+    descriptors = []
+    diff_ids = []
+    for tar in layers:
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        if compress == "gzip":
+            blob, suffix = gzip.compress(tar, mtime=0), "+gzip"
+        elif compress == "zstd":
+            blob, suffix = zstandard.ZstdCompressor().compress(tar), "+zstd"
+        else:
+            blob, suffix = tar, ""
+        digest = content.put_bytes(blob)
+        descriptors.append(
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar" + suffix,
+                "digest": digest,
+                "size": len(blob),
+            }
+        )
+    config = {
+        "architecture": architecture,
+        "os": "linux",
+        "created": created,
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        **(config_extra or {}),
+    }
+    config_bytes = json.dumps(config).encode()
+    config_digest = content.put_bytes(config_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": len(config_bytes),
+        },
+        "layers": descriptors,
+    }
+    return content.put_bytes(json.dumps(manifest).encode()), diff_ids
