@@ -45,6 +45,7 @@ class AgentConfig:
     runtime: str = "runc"
     insecure_registries: tuple[str, ...] = ()
     registry_mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    max_concurrent_downloads: int = 3  # layers fetched at once by one pull
     # network (agent/network): see the example above
     network_bridge: str = "dockyard0"
     network_subnet: str = "10.210.0.0/16"

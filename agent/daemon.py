@@ -26,6 +26,7 @@ from agent.api.v1 import images_pb2_grpc, networks_pb2_grpc, pki_pb2_grpc, syste
 from agent.config import AgentConfig
 from agent.images.manager import ImageManager
 from agent.network.manager import NetworkManager, NetworkSettings
+from agent.registry.client import RegistryClient
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
@@ -65,6 +66,9 @@ class Components:
         # its start (reconcile) / stop hooks to c.on_start / c.on_stop.
         c.images = ImageManager(config.data_root, c.db)
         c.on_start.append(c.images.start)
+        registry = RegistryClient.from_config(config)  # registry area: pull/push go through it
+        c.images.attach_registry(registry, concurrency=config.max_concurrent_downloads)
+        c.on_stop.append(registry.aclose)
         c.count_images = c.images.count
         c.networks = NetworkManager(
             c.db,

@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import agent.log
+from agent.config import AgentConfig
 from agent.errors import (
     AgentError,
     FailedPrecondition,
@@ -71,6 +72,15 @@ class RegistryClient:
         self.transport = transport
         self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
         self.retry = retry or RetryPolicy()
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> RegistryClient:
+        """The agent's client: certs.d under the config dir, insecure registries and mirrors from config."""
+        transport = Transport(config.config_dir / "certs.d", config.insecure_registries)
+        return cls(transport, config.registry_mirrors)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def repository(
         self,

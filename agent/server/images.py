@@ -12,7 +12,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agent.api.v1 import images_pb2, images_pb2_grpc
 from agent.errors import InvalidArgument
 from agent.images.manager import ImageManager
+from agent.images.pull import LayerProgress, LayerState, PullEvent, PullResolved
+from agent.images.push import BlobProgress, BlobState, PushFinished
 from agent.images.store import ImageRecord
+from agent.registry.auth import Credentials
+from agent.registry.platform import Platform
 
 _FORMATS = {
     images_pb2.ARCHIVE_FORMAT_UNSPECIFIED: "docker",
@@ -168,3 +172,91 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
             chunks(), first.reference, changes=list(first.changes), message=first.message
         )
         return images_pb2.ImportImageResponse(image=self._message(record))
+
+    # ---- >>> registry area: Pull, Push, CheckLogin ----------------------------------------------------
+
+    async def Pull(
+        self, request: images_pb2.PullImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[images_pb2.PullImageResponse]:
+        reference = _required(request.reference, "image reference")
+        wanted = Platform.parse(request.platform) if request.platform else None
+        events = self._images.pull(reference, platform=wanted, credentials=_credentials(request))
+        async for event in events:
+            yield _pull_message(event, self)
+
+    async def Push(
+        self, request: images_pb2.PushImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[images_pb2.PushImageResponse]:
+        reference = _required(request.reference, "image reference")
+        async for event in self._images.push(reference, credentials=_credentials(request)):
+            if isinstance(event, PushFinished):
+                finished = images_pb2.PushFinished(
+                    reference=event.reference, digest=event.digest, uploaded_bytes=event.uploaded
+                )
+                yield images_pb2.PushImageResponse(finished=finished)
+            else:
+                yield images_pb2.PushImageResponse(progress=_progress(event.digest, event.state, event))
+
+    async def CheckLogin(
+        self, request: images_pb2.CheckLoginRequest, context: grpc.aio.ServicerContext
+    ) -> images_pb2.CheckLoginResponse:
+        registry = _required(request.registry, "registry")
+        credentials = _credentials(request)
+        if credentials is None:
+            raise InvalidArgument("a username is required")
+        await self._images.check_login(registry, credentials)
+        return images_pb2.CheckLoginResponse()
+
+
+_TRANSFER_STATES = {
+    LayerState.WAITING: images_pb2.TRANSFER_STATE_WAITING,
+    LayerState.DOWNLOADING: images_pb2.TRANSFER_STATE_DOWNLOADING,
+    LayerState.EXTRACTING: images_pb2.TRANSFER_STATE_EXTRACTING,
+    LayerState.EXISTS: images_pb2.TRANSFER_STATE_EXISTS,
+    LayerState.DONE: images_pb2.TRANSFER_STATE_DONE,
+    BlobState.WAITING: images_pb2.TRANSFER_STATE_WAITING,
+    BlobState.UPLOADING: images_pb2.TRANSFER_STATE_UPLOADING,
+    BlobState.EXISTS: images_pb2.TRANSFER_STATE_EXISTS,
+    BlobState.MOUNTED: images_pb2.TRANSFER_STATE_MOUNTED,
+    BlobState.DONE: images_pb2.TRANSFER_STATE_DONE,
+}
+
+
+def _credentials(
+    request: images_pb2.PullImageRequest | images_pb2.PushImageRequest | images_pb2.CheckLoginRequest,
+) -> Credentials | None:
+    if not request.HasField("credentials") or not request.credentials.username:
+        return None
+    return Credentials(request.credentials.username, request.credentials.password)
+
+
+def _progress(
+    digest: str, state: LayerState | BlobState, event: LayerProgress | BlobProgress
+) -> images_pb2.TransferProgress:
+    return images_pb2.TransferProgress(
+        digest=digest, state=_TRANSFER_STATES[state], current=event.current, total=event.total
+    )
+
+
+def _pull_message(event: PullEvent, servicer: ImagesServicer) -> images_pb2.PullImageResponse:
+    if isinstance(event, LayerProgress):
+        return images_pb2.PullImageResponse(progress=_progress(event.digest, event.state, event))
+    if isinstance(event, PullResolved):
+        resolved = images_pb2.PullResolved(
+            reference=event.reference,
+            digest=event.digest,
+            index_digest=event.index_digest or "",
+            platform=event.platform,
+            layers=[
+                images_pb2.ImageLayer(digest=d.digest, media_type=d.media_type, size=d.size)
+                for d in event.layers
+            ],
+        )
+        return images_pb2.PullImageResponse(resolved=resolved)
+    finished = images_pb2.PullFinished(
+        image=servicer._message(event.record), downloaded_bytes=event.downloaded
+    )
+    return images_pb2.PullImageResponse(finished=finished)
+
+
+# ---- <<< registry area --------------------------------------------------------------------------------

@@ -10,14 +10,133 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TransferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_STATE_UNSPECIFIED: _ClassVar[TransferState]
+    TRANSFER_STATE_WAITING: _ClassVar[TransferState]
+    TRANSFER_STATE_DOWNLOADING: _ClassVar[TransferState]
+    TRANSFER_STATE_EXTRACTING: _ClassVar[TransferState]
+    TRANSFER_STATE_EXISTS: _ClassVar[TransferState]
+    TRANSFER_STATE_DONE: _ClassVar[TransferState]
+    TRANSFER_STATE_UPLOADING: _ClassVar[TransferState]
+    TRANSFER_STATE_MOUNTED: _ClassVar[TransferState]
+
 class ArchiveFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ARCHIVE_FORMAT_UNSPECIFIED: _ClassVar[ArchiveFormat]
     ARCHIVE_FORMAT_DOCKER: _ClassVar[ArchiveFormat]
     ARCHIVE_FORMAT_OCI: _ClassVar[ArchiveFormat]
+TRANSFER_STATE_UNSPECIFIED: TransferState
+TRANSFER_STATE_WAITING: TransferState
+TRANSFER_STATE_DOWNLOADING: TransferState
+TRANSFER_STATE_EXTRACTING: TransferState
+TRANSFER_STATE_EXISTS: TransferState
+TRANSFER_STATE_DONE: TransferState
+TRANSFER_STATE_UPLOADING: TransferState
+TRANSFER_STATE_MOUNTED: TransferState
 ARCHIVE_FORMAT_UNSPECIFIED: ArchiveFormat
 ARCHIVE_FORMAT_DOCKER: ArchiveFormat
 ARCHIVE_FORMAT_OCI: ArchiveFormat
+
+class RegistryCredentials(_message.Message):
+    __slots__ = ("username", "password")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class PullImageRequest(_message.Message):
+    __slots__ = ("reference", "platform", "credentials")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    platform: str
+    credentials: RegistryCredentials
+    def __init__(self, reference: _Optional[str] = ..., platform: _Optional[str] = ..., credentials: _Optional[_Union[RegistryCredentials, _Mapping]] = ...) -> None: ...
+
+class TransferProgress(_message.Message):
+    __slots__ = ("digest", "state", "current", "total")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    state: TransferState
+    current: int
+    total: int
+    def __init__(self, digest: _Optional[str] = ..., state: _Optional[_Union[TransferState, str]] = ..., current: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class PullResolved(_message.Message):
+    __slots__ = ("reference", "digest", "index_digest", "platform", "layers")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    INDEX_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    digest: str
+    index_digest: str
+    platform: str
+    layers: _containers.RepeatedCompositeFieldContainer[ImageLayer]
+    def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ..., index_digest: _Optional[str] = ..., platform: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[ImageLayer, _Mapping]]] = ...) -> None: ...
+
+class PullFinished(_message.Message):
+    __slots__ = ("image", "downloaded_bytes")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    downloaded_bytes: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., downloaded_bytes: _Optional[int] = ...) -> None: ...
+
+class PullImageResponse(_message.Message):
+    __slots__ = ("resolved", "progress", "finished")
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    resolved: PullResolved
+    progress: TransferProgress
+    finished: PullFinished
+    def __init__(self, resolved: _Optional[_Union[PullResolved, _Mapping]] = ..., progress: _Optional[_Union[TransferProgress, _Mapping]] = ..., finished: _Optional[_Union[PullFinished, _Mapping]] = ...) -> None: ...
+
+class PushImageRequest(_message.Message):
+    __slots__ = ("reference", "credentials")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    credentials: RegistryCredentials
+    def __init__(self, reference: _Optional[str] = ..., credentials: _Optional[_Union[RegistryCredentials, _Mapping]] = ...) -> None: ...
+
+class PushFinished(_message.Message):
+    __slots__ = ("reference", "digest", "uploaded_bytes")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    digest: str
+    uploaded_bytes: int
+    def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ..., uploaded_bytes: _Optional[int] = ...) -> None: ...
+
+class PushImageResponse(_message.Message):
+    __slots__ = ("progress", "finished")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    progress: TransferProgress
+    finished: PushFinished
+    def __init__(self, progress: _Optional[_Union[TransferProgress, _Mapping]] = ..., finished: _Optional[_Union[PushFinished, _Mapping]] = ...) -> None: ...
+
+class CheckLoginRequest(_message.Message):
+    __slots__ = ("registry", "credentials")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    credentials: RegistryCredentials
+    def __init__(self, registry: _Optional[str] = ..., credentials: _Optional[_Union[RegistryCredentials, _Mapping]] = ...) -> None: ...
+
+class CheckLoginResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ImageLayer(_message.Message):
     __slots__ = ("digest", "media_type", "size", "diff_id", "chain_id")

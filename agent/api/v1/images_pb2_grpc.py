@@ -79,6 +79,21 @@ class ImagesStub:
                 request_serializer=agent_dot_api_dot_v1_dot_images__pb2.ImportImageRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ImportImageResponse.FromString,
                 _registered_method=True)
+        self.Pull = channel.unary_stream(
+                '/agent.api.v1.Images/Pull',
+                request_serializer=agent_dot_api_dot_v1_dot_images__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.PullImageResponse.FromString,
+                _registered_method=True)
+        self.Push = channel.unary_stream(
+                '/agent.api.v1.Images/Push',
+                request_serializer=agent_dot_api_dot_v1_dot_images__pb2.PushImageRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.PushImageResponse.FromString,
+                _registered_method=True)
+        self.CheckLogin = channel.unary_unary(
+                '/agent.api.v1.Images/CheckLogin',
+                request_serializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.FromString,
+                _registered_method=True)
 
 
 class ImagesServicer:
@@ -149,6 +164,34 @@ class ImagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pull(self, request, context):
+        """>>> registry section (Pull, Push, Login): owned by the registry area
+        Pull an image from the registry its reference names (configured mirrors first), streaming progress.
+        The last message is `finished` with the stored image. NOT_FOUND: no such tag, or no manifest for the
+        platform; UNAUTHENTICATED: the registry refused the credentials; DATA_LOSS: content did not match
+        its digest (nothing is kept); UNAVAILABLE: the registry could not be reached (partial layers are
+        kept, and the next pull resumes them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Push(self, request, context):
+        """Push a local image to the registry its name points at, streaming per-blob progress; the last message
+        is `finished`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckLogin(self, request, context):
+        """Check credentials against a registry (what `dockyard login` does before saving them). Nothing is kept.
+        <<< registry section
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +239,21 @@ def add_ImagesServicer_to_server(servicer, server):
                     servicer.Import,
                     request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ImportImageRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_images__pb2.ImportImageResponse.SerializeToString,
+            ),
+            'Pull': grpc.unary_stream_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.PullImageRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_images__pb2.PullImageResponse.SerializeToString,
+            ),
+            'Push': grpc.unary_stream_rpc_method_handler(
+                    servicer.Push,
+                    request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.PushImageRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_images__pb2.PushImageResponse.SerializeToString,
+            ),
+            'CheckLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckLogin,
+                    request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +499,87 @@ class Images:
             '/agent.api.v1.Images/Import',
             agent_dot_api_dot_v1_dot_images__pb2.ImportImageRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_images__pb2.ImportImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Images/Pull',
+            agent_dot_api_dot_v1_dot_images__pb2.PullImageRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_images__pb2.PullImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Push(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Images/Push',
+            agent_dot_api_dot_v1_dot_images__pb2.PushImageRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_images__pb2.PushImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent.api.v1.Images/CheckLogin',
+            agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
