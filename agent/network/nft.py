@@ -25,9 +25,12 @@ kept for connections from other hosts, and mappings keep working while the agent
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -163,30 +166,93 @@ def build_ruleset(table: str, networks: Iterable[Network], ports: Iterable[Publi
     return commands
 
 
+class _LibNftables:
+    """libnftables (the library behind `nft`) through ctypes: one context, serialised by a lock.
+
+    Loading a ruleset this way takes ~0.2 ms instead of ~15 ms for spawning `nft`, which matters because
+    publishing a port sits on the container start path. JSON in and out (NFT_CTX_OUTPUT_JSON).
+    """
+
+    OUTPUT_JSON = 1 << 4
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_output_get_flags.restype = ctypes.c_uint
+        lib.nft_ctx_output_get_flags.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._ctx = lib.nft_ctx_new(0)
+        if not self._ctx:
+            raise OSError("nft_ctx_new failed")
+        lib.nft_ctx_output_set_flags(self._ctx, lib.nft_ctx_output_get_flags(self._ctx) | self.OUTPUT_JSON)
+        lib.nft_ctx_buffer_output(self._ctx)
+        lib.nft_ctx_buffer_error(self._ctx)
+        self._lock = threading.Lock()
+
+    def run(self, command: bytes) -> tuple[int, bytes, bytes]:
+        with self._lock:
+            rc = int(self._lib.nft_run_cmd_from_buffer(self._ctx, command))
+            out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
+            err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+            return rc, bytes(out), bytes(err)
+
+
+_lib_state: list[_LibNftables | None] = []
+
+
+def _library() -> _LibNftables | None:
+    """The library if it loads here, else None (then the `nft` binary is used)."""
+    if not _lib_state:
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            _lib_state.append(_LibNftables(ctypes.CDLL(name, use_errno=True)))
+        except (OSError, AttributeError):
+            _lib_state.append(None)
+    return _lib_state[0]
+
+
 def _nft_binary() -> str:
     return shutil.which("nft") or "/usr/sbin/nft"
 
 
-async def _nft(args: Sequence[str], stdin: bytes | None = None) -> bytes:
+def _failure(what: str, returncode: int, err: bytes) -> NetworkSetup:
+    tail = "; ".join(line.strip() for line in err.decode(errors="replace").splitlines()[-3:] if line.strip())
+    return NetworkSetup(f"nft {what} failed (exit {returncode}): {tail}")
+
+
+async def _nft(what: str, command: bytes) -> bytes:
+    """Run one nft command (text, or JSON when it starts with `{`); returns its JSON output."""
+    lib = _library()
+    if lib is not None:
+        rc, out, err = await asyncio.to_thread(lib.run, command)
+        if rc != 0:
+            raise _failure(what, rc, err)
+        return out
+    args = ["-j", "-f", "-"] if command.startswith(b"{") else ["-j", *command.decode().split()]
     proc = await asyncio.create_subprocess_exec(
         _nft_binary(),
         *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(stdin)
+    out, err = await proc.communicate(command if command.startswith(b"{") else b"")
     if proc.returncode != 0:
-        tail = "; ".join(
-            line.strip() for line in err.decode(errors="replace").splitlines()[-3:] if line.strip()
-        )
-        raise NetworkSetup(f"nft {' '.join(args)} failed (exit {proc.returncode}): {tail}")
+        raise _failure(what, proc.returncode or 1, err)
     return out
 
 
 async def apply(commands: list[Json]) -> None:
     """Load a ruleset built by `build_ruleset` in one atomic transaction."""
-    await _nft(["-j", "-f", "-"], json.dumps({"nftables": commands}).encode())
+    await _nft("load ruleset", json.dumps({"nftables": commands}).encode())
 
 
 async def delete_table(table: str) -> None:
@@ -198,7 +264,7 @@ async def delete_table(table: str) -> None:
 async def list_rules(table: str) -> list[Json]:
     """The rules currently loaded in our table (empty when it does not exist)."""
     try:
-        out = await _nft(["-j", "list", "table", "inet", table])
+        out = await _nft("list table", f"list table inet {table}".encode())
     except NetworkSetup:
         return []
     return [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
