@@ -10,9 +10,8 @@ from typing import Any
 import click
 
 from agent.api.v1 import system_pb2, system_pb2_grpc
-from controller import fanout, inventory, output, ssh
+from controller import fanout, inventory, output
 from controller.app import App
-from controller.bootstrap.apply import Bootstrapper, Options, Report
 from controller.client import AgentClient
 from controller.errors import UsageError
 from controller.inventory import Host
@@ -145,6 +144,9 @@ def bootstrap(
 
     Hosts come from -H: `NAME=ADDRESS` for a new host, or inventory names, @group, all.
     """
+    from controller import ssh  # asyncssh is imported only by the commands that use SSH
+    from controller.bootstrap.apply import Bootstrapper, Options, Report
+
     app: App = ctx.obj
     chosen = chosen_hosts(ctx, app, default_all=False)
     unix = [h.name for h in chosen if h.address.startswith("unix:")]
