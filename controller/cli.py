@@ -21,6 +21,7 @@ from controller.commands import images as images_cmds
 from controller.commands import networks as network_cmds
 from controller.commands import pki as pki_cmds
 from controller.commands import pki_rotate
+from controller.commands import registry as registry_cmds
 from controller.commands import system as system_cmds
 from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
@@ -100,6 +101,10 @@ cli.add_command(pki_cmds.pki_group)
 # >>> command modules: each area registers its commands here
 for _command in images_cmds.COMMANDS:
     cli.add_command(_command)
+for _command in registry_cmds.COMMANDS:  # pull, push, login, logout (+ `image pull|push`)
+    cli.add_command(_command)
+for _command in registry_cmds.IMAGE_SUBCOMMANDS:
+    images_cmds.image_group.add_command(_command)
 cli.add_command(fleet_cmds.hosts)
 cli.add_command(fleet_cmds.bootstrap)
 pki_cmds.pki_group.add_command(pki_rotate.rotate)
