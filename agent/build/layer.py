@@ -1,0 +1,205 @@
+"""A layer from a directory diff: an overlayfs upper dir written as an OCI layer tar (gzip), with digests.
+
+`write_layer(upper, out)` walks the upper directory of a container's overlay (after it was unmounted)
+in name order, parents before children, and writes what changed as a layer:
+
+* overlay whiteouts (character device 0:0, or an empty file with `trusted.overlay.whiteout`) become
+  `.wh.NAME` entries; a directory with `trusted.overlay.opaque=y` is written followed by `.wh..wh..opq`
+  (its lower contents are hidden);
+* regular files, directories, symlinks, FIFOs and devices keep their mode, numeric owner, whole-second
+  mtime and xattrs (overlay's own `trusted.overlay.*` are dropped); a file linked several times in the diff
+  becomes one file plus hardlinks. User and group names, atime and ctime are left out.
+
+The same upper dir always gives the same bytes (entries sorted, gzip header without name or time), so
+the layer digest is reproducible. Returns the compressed digest and size and the diff ID (digest of the
+uncompressed tar). Blocking: call it through `asyncio.to_thread`. Used by `build` and `commit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.errors import Internal
+
+MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_OPAQUE_XATTR = "trusted.overlay.opaque"
+_WHITEOUT_XATTR = "trusted.overlay.whiteout"
+_UNSUPPORTED_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
+_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+DEFAULT_LEVEL = 6
+_COPY_BUF = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str  # sha256 of the compressed blob, "sha256:<hex>"
+    size: int  # bytes of the compressed blob
+    diff_id: str  # sha256 of the uncompressed tar
+    uncompressed_size: int
+    entries: int
+    media_type: str = MEDIA_TYPE
+
+    @property
+    def empty(self) -> bool:
+        return self.entries == 0
+
+
+class _Hashing:
+    """A write-only file object that hashes and counts what passes through to `sink`."""
+
+    def __init__(self, sink: BinaryIO | gzip.GzipFile) -> None:
+        self.sink = sink
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.hash.hexdigest()}"
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out: dict[str, bytes] = {}
+    for name in sorted(names):
+        try:
+            out[name] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+    return out
+
+
+def _is_whiteout(st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and _WHITEOUT_XATTR in xattrs
+
+
+class _Writer:
+    def __init__(self, tf: tarfile.TarFile, upper: Path) -> None:
+        self.tf = tf
+        self.upper = upper
+        self.links: dict[tuple[int, int], str] = {}
+        self.entries = 0
+
+    def _info(self, name: str, st: os.stat_result, xattrs: dict[str, bytes]) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname = info.gname = ""
+        info.mtime = int(st.st_mtime)
+        kept = {k: v for k, v in xattrs.items() if not k.startswith(_OVERLAY_XATTR_PREFIX)}
+        if kept:
+            info.pax_headers = {
+                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in kept.items()
+            }
+        return info
+
+    def _whiteout(self, name: str, st: os.stat_result) -> None:
+        info = tarfile.TarInfo(name)
+        info.mode = 0
+        info.uname = info.gname = ""
+        info.mtime = int(st.st_mtime)
+        self.tf.addfile(info)
+        self.entries += 1
+
+    def walk(self, rel: str) -> None:
+        directory = self.upper / rel if rel else self.upper
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            path = entry.path
+            st = os.lstat(path)
+            xattrs = _xattrs(path)
+            for unsupported in _UNSUPPORTED_XATTRS:
+                if unsupported in xattrs:
+                    raise Internal(
+                        f"cannot export {name}: overlayfs {unsupported.rsplit('.', 1)[1]} is in use; "
+                        "mount build overlays with redirect_dir=off,metacopy=off"
+                    )
+            parent, _, base = name.rpartition("/")
+            if _is_whiteout(st, xattrs):
+                self._whiteout(f"{parent}/{WHITEOUT_PREFIX}{base}" if parent else WHITEOUT_PREFIX + base, st)
+                continue
+            info = self._info(name, st, xattrs)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                info.type = tarfile.DIRTYPE
+                self.tf.addfile(info)
+                self.entries += 1
+                if xattrs.get(_OPAQUE_XATTR) == b"y":
+                    self._whiteout(f"{name}/{OPAQUE_MARKER}", st)
+                self.walk(name)
+            elif stat.S_ISREG(mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in self.links:
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = self.links[key]
+                    self.tf.addfile(info)
+                else:
+                    if st.st_nlink > 1:
+                        self.links[key] = name
+                    info.size = st.st_size
+                    with open(path, "rb") as fh:
+                        self.tf.addfile(info, fh)
+                self.entries += 1
+            elif stat.S_ISLNK(mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(path)
+                self.tf.addfile(info)
+                self.entries += 1
+            elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                info.type = (
+                    tarfile.FIFOTYPE
+                    if stat.S_ISFIFO(mode)
+                    else tarfile.CHRTYPE
+                    if stat.S_ISCHR(mode)
+                    else tarfile.BLKTYPE
+                )
+                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                self.tf.addfile(info)
+                self.entries += 1
+            # sockets cannot be represented in a tar: left out, as Docker does
+
+
+def write_layer(upper: Path, out: BinaryIO, *, level: int = DEFAULT_LEVEL) -> LayerInfo:
+    """Write the diff in `upper` to `out` as a gzip-compressed OCI layer; see the module docstring."""
+    compressed = _Hashing(out)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=level, mtime=0) as gz:  # type: ignore[arg-type]
+        raw = _Hashing(gz)
+        tf = tarfile.open(  # type: ignore[call-overload]
+            fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+        )
+        tf.copybufsize = _COPY_BUF
+        writer = _Writer(tf, upper)
+        with tf:
+            writer.walk("")
+    with contextlib.suppress(AttributeError, OSError):
+        out.flush()
+    return LayerInfo(
+        digest=compressed.digest,
+        size=compressed.size,
+        diff_id=raw.digest,
+        uncompressed_size=raw.size,
+        entries=writer.entries,
+    )
