@@ -116,6 +116,8 @@ class ContainerRecordLike(Protocol):
 class ContainerFinder(Protocol):
     def find(self, ref: str) -> ContainerRecordLike: ...
 
+    def list_containers(self, *, all_: bool = True) -> Sequence[ContainerRecordLike]: ...
+
 
 class ContainerLookupAdapter:
     """Resolves names/IDs through the container manager; a running container's namespace via its pid."""
@@ -128,3 +130,7 @@ class ContainerLookupAdapter:
         running = str(rec.status) in RUNNING_STATES and rec.pid > 0
         netns = f"/proc/{rec.pid}/ns/net" if running and Path(f"/proc/{rec.pid}/ns/net").exists() else None
         return ContainerRef(rec.id, rec.name, rec.hostname, netns)
+
+    async def existing_ids(self) -> set[str]:
+        """Every container the agent knows (running or not): the rest are orphans at start-up."""
+        return {rec.id for rec in self._containers.list_containers(all_=True)}

@@ -97,9 +97,11 @@ class ContainerRef:
 
 
 class ContainerLookup(Protocol):
-    """Provided by the container manager: resolve a user's name/ID to a container."""
+    """Provided by the container manager: resolve a user's name/ID to a container; list all IDs."""
 
     async def resolve(self, name_or_id: str) -> ContainerRef: ...
+
+    async def existing_ids(self) -> set[str]: ...
 
 
 ExistingContainers = Callable[[], Awaitable[set[str]]]
@@ -498,6 +500,8 @@ class NetworkManager:
     async def start(self, existing_containers: ExistingContainers | None = None) -> None:
         """Reconcile after a (re)start: drop what belongs to containers that no longer exist, bring
         bridges back, take the host port reservations again and reload the rules."""
+        if existing_containers is None and self._lookup is not None:
+            existing_containers = self._lookup.existing_ids
         async with self._lock:
             self._ensure_default_record()
             if existing_containers is not None:

@@ -186,6 +186,9 @@ async def test_requested_ip_exhaustion_and_connect(lab: Lab, manager: NetworkMan
                 raise NotFound(f"no container {name_or_id}")
             return ContainerRef(a_id, "a", "a", a.path)
 
+        async def existing_ids(self) -> set[str]:
+            return {a_id}
+
     manager.set_container_lookup(Lookup())
     await manager.create("extra")
     ep = await manager.connect("extra", "a", aliases=("alias-a",))

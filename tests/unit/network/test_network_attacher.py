@@ -61,6 +61,9 @@ class Finder:
     def find(self, ref: str) -> Rec:
         return self.rec
 
+    def list_containers(self, *, all_: bool = True) -> list[Rec]:
+        return [self.rec]
+
 
 async def test_lookup_gives_a_namespace_only_for_running_containers() -> None:
     import os
@@ -69,3 +72,4 @@ async def test_lookup_gives_a_namespace_only_for_running_containers() -> None:
     assert running.netns_path == f"/proc/{os.getpid()}/ns/net"
     stopped = await ContainerLookupAdapter(Finder(Rec("id1", "n", "h", os.getpid(), "exited"))).resolve("n")
     assert stopped.netns_path is None
+    assert await ContainerLookupAdapter(Finder(Rec("id1", "n", "h", 0, "exited"))).existing_ids() == {"id1"}
