@@ -46,12 +46,5 @@ class BridgeDriver:
         """Delete the host end of the veth (the kernel removes the peer); absent is fine."""
         await netlink.delete_link(ep.host_veth)
 
-    async def remove_link(self, name: str) -> None:
-        await netlink.delete_link(name)
-
-    async def stray_ports(self, net: Network, known: set[str]) -> list[str]:
-        """Links on this network's bridge that no endpoint accounts for."""
-        return [name for name in await netlink.bridge_ports(net.bridge) if name not in known]
-
     async def bridge_exists(self, net: Network) -> bool:
         return await netlink.link_exists(net.bridge)

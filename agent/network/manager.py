@@ -512,11 +512,9 @@ class NetworkManager:
             for net in self._store.networks():
                 has_endpoints = bool(self._store.endpoints(network_id=net.id))
                 if not net.default or has_endpoints or await self._driver.bridge_exists(net):
+                    # Veths are only ever deleted by name from our own rows (written before each veth
+                    # is created), never by sweeping a bridge: another agent may share it.
                     await self._ready_network(net)
-                    known = {e.host_veth for e in self._store.endpoints(network_id=net.id)}
-                    for stray in await self._driver.stray_ports(net, known):
-                        _log.warning("network.stray_veth_removed", network=net.name, link=stray)
-                        await self._driver.remove_link(stray)
             for port in self._store.ports():
                 try:
                     self._reservations.reserve(port.container_id, port.mapping)

@@ -155,19 +155,6 @@ async def link_exists(name: str) -> bool:
     return await _run(f"look up link {name}", _link_exists, name)
 
 
-def _bridge_ports(bridge: str) -> list[str]:
-    with IPRoute() as ipr:
-        index = _index(ipr, bridge)
-        if index is None:
-            return []
-        return [str(link.get("ifname")) for link in ipr.get_links() if link.get("master") == index]
-
-
-async def bridge_ports(bridge: str) -> list[str]:
-    """Names of the links enslaved to `bridge` (empty when the bridge does not exist)."""
-    return await _run(f"list ports of {bridge}", _bridge_ports, bridge)
-
-
 # --- endpoints -----------------------------------------------------------------------------------------
 
 
