@@ -78,6 +78,7 @@ class Components:
                 pool=config.network_pool,
                 name_prefix=config.network_name_prefix,
                 nft_table=config.network_nft_table,
+                etc_dir=config.data_root / "network" / "containers",
             ),
         )
         c.on_start.append(c.networks.start)

@@ -1,8 +1,9 @@
 """The bridge networking plug for the container manager's `NetworkAttacher` seam, and the container lookup
 the network manager needs for `network connect/disconnect` and `port`.
 
-The container manager calls `attach(container_id, netns_path, options)` once the runtime has created the
-container's network namespace (before the process starts) and `detach(container_id)` whenever a run ends.
+The container manager calls `etc_files(container_id, hostname)` at create (the files it bind-mounts),
+`attach(container_id, netns_path, options)` once the runtime has created the container's network
+namespace (before the process starts) and `detach(container_id)` whenever a run ends.
 `options` carries `network`, `name` and `hostname`; the optional `ip`, `aliases`, `publish` (raw `-p`
 strings) and `etc_files` (container path → host file it bind-mounts) are read when present, so this plug
 works with the seam as it grows. `container:OTHER` shares another container's namespace: nothing to attach.
@@ -82,6 +83,15 @@ class BridgeAttacher:
 
     def __init__(self, networks: NetworkManager) -> None:
         self.networks = networks
+
+    def etc_files(self, container_id: str, hostname: str) -> dict[str, str]:
+        """Called at create: the /etc files to bind-mount (container path → host file)."""
+        paths = self.networks.prepare_files(container_id, hostname)
+        return {
+            "/etc/hosts": str(paths.hosts),
+            "/etc/hostname": str(paths.hostname),
+            "/etc/resolv.conf": str(paths.resolv_conf),
+        }
 
     async def attach(self, container_id: str, netns_path: str, options: ContainerNetworkOptions) -> None:
         if options.network.startswith(CONTAINER_MODE):

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,6 +54,8 @@ class NetworkSettings:
     nft_table: str = "dockyard"
     mtu: int = 1500
     host_resolv_conf: Path = Path("/etc/resolv.conf")
+    # Where `prepare_files` creates /etc files for containers whose manager asks us for them.
+    etc_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class NetworkManager:
         self._ipam = ipam.Ipam(db)
         self._driver = BridgeDriver(settings.mtu)
         self._host_resolv_conf = settings.host_resolv_conf
+        self._etc_dir = settings.etc_dir
         self._reservations = PortReservations()
         self._lock = asyncio.Lock()
         self._ready: set[str] = set()  # bridges known to be up in this process
@@ -186,6 +190,29 @@ class NetworkManager:
     def endpoints(self, container_id: str) -> list[tuple[Network, Endpoint]]:
         nets = {n.id: n for n in self._store.networks()}
         return [(nets[e.network_id], e) for e in self._store.endpoints(container_id=container_id)]
+
+    def _own_paths(self, container_id: str) -> EtcPaths | None:
+        if self._etc_dir is None:
+            return None
+        base = self._etc_dir / container_id
+        return EtcPaths(base / "hosts", base / "hostname", base / "resolv.conf")
+
+    def _own_files(self, container_id: str) -> EtcPaths | None:
+        paths = self._own_paths(container_id)
+        return paths if paths is not None and paths.hosts.exists() else None
+
+    def prepare_files(self, container_id: str, hostname: str) -> EtcPaths:
+        """Create a container's /etc files before it exists, for its manager to bind-mount at create;
+        `attach` fills in addresses and peers later, in place. They live until the container is gone
+        (start-up reconciliation removes those of containers that no longer exist)."""
+        paths = self._own_paths(container_id)
+        if paths is None:
+            raise FailedPrecondition("this network manager has no etc_dir for container /etc files")
+        paths.hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts = render_hosts([HostEntry(IPv4Address("127.0.1.1"), (hostname,))], [])
+        resolv = etcfiles.render_resolv_conf(etcfiles.read_host_resolv_conf(self._host_resolv_conf))
+        etcfiles.write_all(paths, hostname, hosts, resolv)
+        return paths
 
     # --- networks ------------------------------------------------------------------------------------
 
@@ -347,8 +374,9 @@ class NetworkManager:
         published = self._publish(req.container_id, primary, attached[0].endpoint, req.publish)
         if published or rules_changed or self._store.ports(req.container_id):
             await self._sync_rules()
-        if req.files is not None:
-            self._store.put_etc(req.container_id, req.files)
+        files = req.files or self._own_files(req.container_id)
+        if files is not None:
+            self._store.put_etc(req.container_id, files)
         await self._write_files(req.container_id, {a.network.id for a in attached})
         _log.info(
             "network.attached",
@@ -509,6 +537,10 @@ class NetworkManager:
                 for cid in sorted(self._store.container_ids() - existing):
                     _log.info("network.orphan_removed", container_id=cid)
                     await self._teardown(cid)
+                if self._etc_dir is not None and self._etc_dir.is_dir():
+                    for entry in self._etc_dir.iterdir():
+                        if entry.name not in existing:
+                            await asyncio.to_thread(shutil.rmtree, entry, True)
             for net in self._store.networks():
                 has_endpoints = bool(self._store.endpoints(network_id=net.id))
                 if not net.default or has_endpoints or await self._driver.bridge_exists(net):

@@ -204,8 +204,9 @@ class Lab:
         ns.run("ip", "link", "set", "eth0", "up")
         return ns, host_if, ns_if
 
-    def settings(self) -> NetworkSettings:
+    def settings(self, etc_dir: Path | None = None) -> NetworkSettings:
         return NetworkSettings(
+            etc_dir=etc_dir,
             bridge=self.bridge,
             subnet=str(self.block.default_subnet),
             pool=str(self.block.pool),
@@ -223,7 +224,7 @@ class Lab:
         return path
 
     def manager(self, db_path: Path) -> NetworkManager:
-        mgr = NetworkManager(Database(db_path), self.settings())
+        mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "etc"))
         self.managers.append(mgr)
         return mgr
 

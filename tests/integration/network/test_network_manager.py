@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import secrets
 import socket
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from agent.network.attacher import BridgeAttacher
 from agent.network.manager import AttachRequest, ContainerRef, NetworkManager
 from agent.network.models import PortMapping, Protocol
 from tests.integration.network.conftest import Lab, bridge_ports, fetch_host, link_exists, sh, table_rules
@@ -257,3 +259,35 @@ def _existing(ids: set[str]):  # type: ignore[no-untyped-def]
         return set(ids)
 
     return existing
+
+
+async def test_files_prepared_at_create_are_filled_at_attach_and_swept_when_orphaned(
+    lab: Lab, tmp_path: Path
+) -> None:
+    mgr = lab.manager(tmp_path / "dockyard.db")
+    await mgr.start()
+    attacher = BridgeAttacher(mgr)
+    ns, container = lab.netns("p"), cid()
+    files = attacher.etc_files(container, "ph")
+    assert Path(files["/etc/hostname"]).read_text() == "ph\n"
+    assert "127.0.1.1\tph" in Path(files["/etc/hosts"]).read_text()
+    inode = Path(files["/etc/hosts"]).stat().st_ino
+
+    @dataclass(frozen=True)
+    class Options:
+        network: str = "bridge"
+        name: str = "pname"
+        hostname: str = "ph"
+
+    await attacher.attach(container, ns.path, Options())
+    ip = mgr.endpoints(container)[0][1].address.ip
+    assert f"{ip}\tph pname" in Path(files["/etc/hosts"]).read_text()
+    assert Path(files["/etc/hosts"]).stat().st_ino == inode
+    await attacher.detach(container)
+    assert Path(files["/etc/hosts"]).exists()  # a stopped container keeps its files for the next start
+    await mgr.stop()
+
+    again = lab.manager(tmp_path / "dockyard.db")
+    await again.start(existing_containers=_existing(set()))
+    assert not Path(files["/etc/hosts"]).exists()
+    await again.stop()
