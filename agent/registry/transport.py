@@ -43,6 +43,8 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _POOL_LIMIT = 8
 _BLOCK = 256 * 1024  # bytes per send() of a streamed request body
 USER_AGENT = "dockyard-agent"
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"  # where docker.io's distribution API answers
 
 
 class Readable(Protocol):
@@ -171,7 +173,8 @@ class Transport:
                     f"registry URL {location!r} is plain HTTP but {parts.netloc} is not an insecure registry"
                 )
             return Endpoint(parts.scheme, parts.netloc, parts.path.rstrip("/"))
-        return Endpoint("http" if self.is_insecure(location) else "https", location)
+        host = DOCKER_HUB_API if location == DOCKER_HUB else location
+        return Endpoint("http" if self.is_insecure(location) else "https", host)
 
     def ssl_context(self, host: str) -> ssl.SSLContext:
         """System CAs + certs.d/<host>/*.crt; client cert pairs X.cert/X.key from the same directory."""

@@ -1,10 +1,14 @@
-"""WWW-Authenticate parsing and credential hygiene (agent/registry/auth.py)."""
+"""WWW-Authenticate parsing, credential hygiene, endpoint choice (agent/registry/auth.py, transport.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from agent.errors import InvalidArgument
 from agent.registry.auth import Challenge, Credentials, parse_challenges, repository_scope
+from agent.registry.transport import Transport
 
 
 @pytest.mark.parametrize(
@@ -58,3 +62,15 @@ def test_credentials_never_show_the_password() -> None:
 
 def test_repository_scope() -> None:
     assert repository_scope("ns/app", "pull,push") == "repository:ns/app:pull,push"
+
+
+def test_endpoints_follow_the_insecure_list_and_docker_hub(tmp_path: Path) -> None:
+    transport = Transport(tmp_path, ["127.0.0.1:5000"])
+    assert transport.endpoint("127.0.0.1:5000").url("/v2/") == "http://127.0.0.1:5000/v2/"
+    assert transport.endpoint("registry.example").url("/v2/") == "https://registry.example/v2/"
+    assert transport.endpoint("docker.io").url("/v2/") == "https://registry-1.docker.io/v2/"
+    assert transport.endpoint("https://mirror.example:5000/prefix/").url("/v2/") == (
+        "https://mirror.example:5000/prefix/v2/"
+    )
+    with pytest.raises(InvalidArgument, match="not an insecure registry"):
+        transport.endpoint("http://mirror.example:5000")
