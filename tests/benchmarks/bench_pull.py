@@ -148,6 +148,7 @@ def bench_podman(work: Path, ref: str, repeat: int) -> list[float]:
     conf = work / "podman-conf"
     conf.mkdir(exist_ok=True)
     (conf / "registries.conf").write_text("")
+    (conf / "auth.json").write_text("{}")
     (conf / "policy.json").write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
     env = {
         **os.environ,

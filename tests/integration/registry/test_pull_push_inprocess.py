@@ -26,6 +26,7 @@ from agent.registry.platform import Platform
 from agent.registry.sources import BlobSources
 from agent.registry.transport import Transport
 from agent.state.db import Database
+from tests.support.flaky_http import FlakyFront
 from tests.support.images import busybox_rootfs_bytes, tree_summary
 from tests.support.oci_layout import Image, OciLayout, compressible_bytes, tar_of
 from tests.support.registry import PASSWORD, USER, RegistryServer, running_registry, skopeo
@@ -215,12 +216,14 @@ async def test_authenticated_registries(
         with pytest.raises(RegistryAuth, match="requires a login"):
             await h.pull(ref)
         assert h.images.list() == []
+        before = len(registry.issuer.requests) if registry.issuer is not None else 0
         finished, _ = await h.pull(ref, credentials=Credentials(USER, PASSWORD))
         assert finished.record.digest == source.busybox.manifest["digest"]
         if registry.issuer is not None:
-            granted = [r for r in registry.issuer.requests if r.user == USER and r.status == 200]
-            # One token per call and scope: manifests, config and both layers shared it.
-            assert [r.scopes for r in granted[-1:]] == [["repository:private/busybox:pull"]]
+            # One token for the whole pull: manifest, config and both layers (in parallel) shared it.
+            assert [(r.user, r.scopes, r.status) for r in registry.issuer.requests[before:]] == [
+                (USER, ["repository:private/busybox:pull"], 200)
+            ]
         # Push (with a chunked upload) to another repository, then let skopeo read it back.
         h.images.tag(ref, f"{registry.host}/private/copy:2")
         pushed, events = await h.push(
@@ -377,3 +380,19 @@ async def test_mirror_first_then_origin(source: Source, make_harness: object, tm
     # Both gone: a clear Unavailable-type failure, not a hang.
     with pytest.raises(Exception, match="cannot reach"):
         await asyncio.wait_for(h.pull(f"{origin.host}/test/gone:1"), 30)
+
+
+async def test_server_errors_are_retried_with_backoff(
+    source: Source, http_registry: RegistryServer, make_harness: object, tmp_path: Path
+) -> None:
+    push_source(source, http_registry, "busybox", "test/busybox:1", tmp_path / "skopeo")
+    front = FlakyFront(http_registry.port)
+    try:
+        h: Harness = await make_harness(insecure=(front.host,))  # type: ignore[operator]
+        finished, _ = await h.pull(f"{front.host}/test/busybox:1")
+        assert finished.record.digest == source.busybox.manifest["digest"]
+        # Config and both layers each got a 503 first, and were fetched on a later try.
+        expected = {d["digest"] for d in [source.busybox.config, *source.busybox.layers]}
+        assert {path.rsplit("/", 1)[1] for path in front.failed} == expected
+    finally:
+        front.close()
