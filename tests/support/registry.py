@@ -64,6 +64,7 @@ class RegistryServer:
     users: dict[str, str] = field(default_factory=dict)
     issuer: TokenIssuer | None = None
     process: subprocess.Popen[bytes] | None = None
+    client_certs: bool = False  # TLS flavours: require a client certificate signed by the test CA
 
     @property
     def host(self) -> str:
@@ -90,8 +91,9 @@ class RegistryServer:
         hexpart = digest.split(":", 1)[1]
         return self.storage / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
 
-    def install_certs(self, config_dir: Path) -> None:
-        """Trust this registry (and its token issuer) the Docker way: `<config_dir>/certs.d/<host>/ca.crt`."""
+    def install_certs(self, config_dir: Path, *, client_cert: bool = False) -> None:
+        """Trust this registry (and its token issuer) the Docker way: `<config_dir>/certs.d/<host>/ca.crt`,
+        plus a `client.cert`/`client.key` pair signed by the test CA when asked."""
         if self.ca is None:
             return
         hosts = [self.host] + ([self.issuer.host] if self.issuer is not None else [])
@@ -99,11 +101,28 @@ class RegistryServer:
             directory = config_dir / "certs.d" / host
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "ca.crt").write_bytes(self.ca.cert_pem)
+        if client_cert:
+            self.write_client_cert(config_dir / "certs.d" / self.host)
+
+    def write_client_cert(self, directory: Path, name: str = "client") -> None:
+        """`<name>.cert` + `<name>.key` signed by the test CA (clientAuth), as certs.d expects them."""
+        assert self.ca is not None
+        key = pki.new_key()
+        cert = pki.sign(self.ca, key.public_key(), common_name=f"test-{name}", role=pki.ROLE_CLIENT)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.cert").write_bytes(pki.cert_pem(cert))
+        (directory / f"{name}.key").write_bytes(pki.key_pem(key))
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.ca is None:
             return None
-        return ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        context = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        if self.client_certs:
+            probe = self.root / "probe-client"
+            if not (probe / "client.cert").exists():
+                self.write_client_cert(probe)
+            context.load_cert_chain(probe / "client.cert", probe / "client.key")
+        return context
 
     def connection(self) -> http.client.HTTPConnection:
         if self.scheme == "http":
@@ -138,6 +157,8 @@ class RegistryServer:
             cert_dir.mkdir(exist_ok=True)
             assert self.ca is not None
             (cert_dir / "ca.crt").write_bytes(self.ca.cert_pem)
+            if self.client_certs and not (cert_dir / "client.cert").exists():
+                self.write_client_cert(cert_dir)
             args.append(f"{prefix}cert-dir={cert_dir}")
         if self.users:
             user, password = next(iter(self.users.items()))
@@ -181,6 +202,8 @@ def _config(server: RegistryServer) -> str:
             f"    certificate: {server.root / 'server.pem'}",
             f"    key: {server.root / 'server-key.pem'}",
         ]
+        if server.client_certs:
+            lines += ["    clientcas:", f"      - {server.ca_pem}"]
     if server.flavour == "tls":
         lines += ["auth:", "  htpasswd:", "    realm: dockyard-test", f"    path: {server.root / 'htpasswd'}"]
     if server.flavour == "token":
@@ -196,12 +219,14 @@ def _config(server: RegistryServer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_registry(root: Path, flavour: str = "http", *, anonymous_pull: bool = False) -> RegistryServer:
+def start_registry(
+    root: Path, flavour: str = "http", *, anonymous_pull: bool = False, client_certs: bool = False
+) -> RegistryServer:
     """Start one registry under `root` and wait until it answers /v2/ (401 counts as up)."""
     if flavour not in ("http", "tls", "token"):
         raise ValueError(flavour)
     root.mkdir(parents=True, exist_ok=True)
-    server = RegistryServer(flavour, root, free_port())
+    server = RegistryServer(flavour, root, free_port(), client_certs=client_certs)
     server.storage.mkdir(exist_ok=True)
     if flavour != "http":
         server.ca = pki.create_ca("dockyard registry test CA")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import Integrity, NotFound, RegistryAuth
+from agent.errors import Integrity, NotFound, RegistryAuth, Unavailable
 from agent.images.manager import ImageManager
 from agent.images.pull import LayerProgress, LayerState, PullEvent, PullFinished, PullOptions, pull
 from agent.images.push import BlobProgress, BlobState, PushEvent, PushFinished, PushOptions, push
@@ -114,10 +114,11 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[object]:
         insecure: tuple[str, ...] = (),
         mirrors: dict[str, tuple[str, ...]] | None = None,
         name: str = "data",
+        client_cert: bool = False,
     ) -> Harness:
         config_dir = tmp_path / f"{name}-config"
         if registry is not None:
-            registry.install_certs(config_dir)
+            registry.install_certs(config_dir, client_cert=client_cert)
         db = Database(tmp_path / name / "dockyard.db")
         images = ImageManager(tmp_path / name, db, durable=False)
         await images.start()
@@ -396,3 +397,16 @@ async def test_server_errors_are_retried_with_backoff(
         assert {path.rsplit("/", 1)[1] for path in front.failed} == expected
     finally:
         front.close()
+
+
+async def test_client_certificate_from_certs_d(source: Source, make_harness: object, tmp_path: Path) -> None:
+    with running_registry(tmp_path / "registry-mtls", "tls", client_certs=True) as registry:
+        push_source(source, registry, "busybox", "mtls/busybox:1", tmp_path / "skopeo")
+        ref = f"{registry.host}/mtls/busybox:1"
+        creds = Credentials(USER, PASSWORD)
+        without: Harness = await make_harness(registry, name="no-client-cert")  # type: ignore[operator]
+        with pytest.raises(Unavailable, match=f"TLS with {registry.host} failed"):
+            await without.pull(ref, credentials=creds)
+        with_cert: Harness = await make_harness(registry, name="with-client-cert", client_cert=True)  # type: ignore[operator]
+        finished, _ = await with_cert.pull(ref, credentials=creds)
+        assert finished.record.digest == source.busybox.manifest["digest"]
