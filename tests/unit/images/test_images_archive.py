@@ -21,6 +21,8 @@ from agent.registry.platform import host
 from agent.state.db import Database
 from tests.support.images import layer_tar, store_image, tree_summary
 
+pytestmark = pytest.mark.root  # mknod, chown, overlay mounts
+
 BASE = layer_tar({"bin/tool": b"tool", "etc/conf": b"a=1"})
 TOP = layer_tar({"srv/data": os.urandom(64)}, whiteouts=("etc/conf",))
 

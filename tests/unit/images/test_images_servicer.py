@@ -21,6 +21,8 @@ from agent.server.interceptors import AgentInterceptor
 from agent.state.db import Database
 from tests.support.images import layer_tar
 
+pytestmark = pytest.mark.root  # mknod, chown, overlay mounts
+
 
 @pytest.fixture
 async def stub(tmp_path: Path) -> AsyncIterator[tuple[images_pb2_grpc.ImagesStub, ImageManager]]:

@@ -19,6 +19,8 @@ from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.state.db import Database
 from tests.support.images import layer_tar, store_image
 
+pytestmark = pytest.mark.root  # mknod, chown, overlay mounts
+
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -27,6 +27,8 @@ from agent.images.unpack import (
 )
 from tests.support.images import tree_summary
 
+pytestmark = pytest.mark.root  # mknod, chown, overlay mounts
+
 Entry = Callable[[tarfile.TarFile], None]
 
 
