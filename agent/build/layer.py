@@ -182,6 +182,21 @@ class _Writer:
             # sockets cannot be represented in a tar: left out, as Docker does
 
 
+def strip_overlay_metadata(upper: Path) -> None:
+    """Drop overlayfs bookkeeping xattrs (origin, impure, ...) from a former upper dir before it serves as
+    a lower dir; whiteouts and `opaque=y` stay, they are the layer's content."""
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            for attr, value in _xattrs(path).items():
+                if not attr.startswith(_OVERLAY_XATTR_PREFIX) or attr == _WHITEOUT_XATTR:
+                    continue
+                if attr == _OPAQUE_XATTR and value == b"y":
+                    continue
+                with contextlib.suppress(OSError):
+                    os.removexattr(path, attr, follow_symlinks=False)
+
+
 def write_layer(upper: Path, out: BinaryIO, *, level: int = DEFAULT_LEVEL) -> LayerInfo:
     """Write the diff in `upper` to `out` as a gzip-compressed OCI layer; see the module docstring."""
     compressed = _Hashing(out)

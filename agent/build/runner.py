@@ -1,0 +1,274 @@
+"""RUN steps: one short-lived, isolated container per step on the agent's own runtime (runc), output streamed.
+
+The builder mounts the step's rootfs (overlay of the stage's layers and a fresh upper dir, via
+`agent.runtime.bundle`) and hands it here. The container's config.json comes from the containers area's
+pure spec builder (Docker's default capabilities, seccomp profile, masked paths, namespaces), with the
+step's argv, environment, user and working directory. It runs in the foreground (`runc run`), so runc
+reaps it and reports its exit status; stdout and stderr arrive merged, line by line.
+
+Networking: `none` and `host` are what they say; the default joins the default bridge through the network
+area's attacher when the agent has one (a named network namespace the endpoint is plugged into before the
+process starts), and is `none` otherwise. The mount points runc had to create in the rootfs for its own
+mounts (`/etc/hosts`, `/proc`, ...) are removed from the upper dir afterwards so they never reach a layer.
+Cancellation kills the container; nothing (container state, namespace, endpoint) outlives `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import agent.log
+from agent.build.fileops import read_etc
+from agent.errors import AgentError, InvalidArgument, NetworkSetup
+from agent.runtime import bundle
+from agent.runtime.bundle import ContainerPaths
+from agent.runtime.oci import OciRuntime
+from agent.runtime.options import RunOptions
+from agent.runtime.spec import HostFacts, ImageConfig, SpecInputs, build_spec
+from agent.runtime.users import resolve_user
+
+log = agent.log.get(__name__)
+
+# Mount destinations of the default spec: runc creates them in the rootfs when missing.
+_MOUNT_POINTS = (
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+)
+_NETNS_DIR = Path("/run/netns")
+
+
+@dataclass(frozen=True)
+class StepNetworkOptions:
+    """What the network attacher reads (the container manager's `NetworkOptions` shape)."""
+
+    network: str
+    name: str
+    hostname: str
+    etc_files: Mapping[str, str] = field(default_factory=dict)
+
+
+class NetworkAttacher(Protocol):
+    async def attach(self, container_id: str, netns_path: str, options: StepNetworkOptions) -> None: ...
+
+    async def detach(self, container_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunStep:
+    step_id: str
+    argv: list[str]
+    env: list[str]  # the image's Env (K=V), ENV wins over ARG
+    extra_env: list[str]  # ARG values in force and proxy args, for this step only
+    user: str
+    workdir: str
+    network: str | None  # None = default (bridge when available), "none", "host"
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stubs: list[str]  # mount points runc created in the rootfs (see `StepRunner.drop_stubs`)
+
+
+async def _command(*argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+class StepRunner:
+    """Owner of the build runtime root (`<exec_root>/build-runc`) and of build network namespaces."""
+
+    def __init__(
+        self,
+        runtime: str,
+        state_root: Path,
+        host: HostFacts,
+        *,
+        cgroup_parent: str = "/dockyard",
+        network: NetworkAttacher | None = None,
+    ) -> None:
+        self.runtime = OciRuntime(runtime, state_root)
+        self.host = host
+        self.cgroup_parent = cgroup_parent.rstrip("/") + "/build"
+        self.network = network
+
+    async def reconcile(self) -> None:
+        """At start: remove build containers and namespaces a previous agent left behind."""
+        for cid in self.runtime.list_ids():
+            with contextlib.suppress(AgentError):
+                await self.runtime.delete(cid, force=True)
+            log.info("build.stale_container_removed", container_id=cid)
+        if _NETNS_DIR.is_dir():
+            for entry in _NETNS_DIR.iterdir():
+                if entry.name.startswith("dy-build-"):
+                    await _command("ip", "netns", "delete", entry.name)
+
+    @staticmethod
+    def _missing_mount_points(rootfs: Path) -> list[str]:
+        """Mount points (and their parents) that do not exist yet: runc will create them."""
+        missing: set[str] = set()
+        for mount_point in _MOUNT_POINTS:
+            parts = mount_point.strip("/").split("/")
+            for i in range(1, len(parts) + 1):
+                rel = "/".join(parts[:i])
+                if not os.path.lexists(rootfs / rel):
+                    missing.add(rel)
+        return sorted(missing)
+
+    @staticmethod
+    def drop_stubs(upper: Path, missing: list[str], lowerdirs: list[Path]) -> None:
+        """After unmounting: remove what runc created for its mounts (empty files and dirs, deepest first)
+        and the copy-up of a directory that only held such a stub (empty in the upper dir, same mode and
+        owner as below), so a step that changed nothing there leaves nothing there."""
+        for rel in sorted(missing, key=lambda m: m.count("/"), reverse=True):
+            path = upper / rel
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # only when empty: the step may have put files there
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                path.unlink()
+        parents = {m.rsplit("/", 1)[0] for m in missing if "/" in m} - set(missing)
+        for rel in sorted(parents, key=lambda m: m.count("/"), reverse=True):
+            path = upper / rel
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or any(os.scandir(path)) or _opaque(path):
+                continue
+            below = next((d / rel for d in lowerdirs if os.path.lexists(d / rel)), None)
+            if below is None:
+                continue
+            lst = os.lstat(below)
+            if (lst.st_mode, lst.st_uid, lst.st_gid) == (st.st_mode, st.st_uid, st.st_gid):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+
+    async def run(self, paths: ContainerPaths, step: RunStep, on_output: Callable[[str], None]) -> RunResult:
+        """Run the step in the mounted `paths.rootfs`; output goes to `on_output`.
+
+        The caller unmounts the rootfs and then passes `RunResult.stubs` to `drop_stubs` (the upper dir must
+        not be changed behind a mounted overlay's back).
+        """
+        rootfs = paths.rootfs
+        hostname = step.step_id[:12]
+        try:
+            user = resolve_user(step.user, read_etc(rootfs, "passwd"), read_etc(rootfs, "group"))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"USER {step.user}: {exc}") from None
+        network = step.network or ("bridge" if self.network is not None else "none")
+        missing = self._missing_mount_points(rootfs)
+        etc_files = await asyncio.to_thread(
+            bundle.write_etc_files, paths, hostname, host_network=network == "host"
+        )
+        netns: str | None = None
+        attached = False
+        try:
+            if network == "bridge":
+                netns = await self._create_netns(step.step_id)
+                assert self.network is not None
+                await self.network.attach(
+                    step.step_id, netns, StepNetworkOptions("", f"build-{hostname}", hostname, etc_files)
+                )
+                attached = True
+            opts = RunOptions(
+                image="",
+                command=tuple(step.argv),
+                entrypoint=(),
+                env=tuple(step.extra_env),
+                workdir=step.workdir,
+                hostname=hostname,
+                network="host" if network == "host" else "none" if network == "none" else "bridge",
+            )
+            spec = build_spec(
+                opts,
+                ImageConfig(env=tuple(step.env)),
+                self.host,
+                SpecInputs(
+                    container_id=step.step_id,
+                    rootfs=str(rootfs),
+                    hostname=hostname,
+                    user=user,
+                    cgroups_path=f"{self.cgroup_parent}/{step.step_id}",
+                    etc_files=etc_files,
+                    netns_path=netns,
+                ),
+            )
+            await asyncio.to_thread(bundle.write_config, paths, spec)
+            code = await self._run_runc(paths, step.step_id, on_output)
+            return RunResult(code, missing)
+        finally:
+            if attached and self.network is not None:
+                with contextlib.suppress(AgentError):
+                    await self.network.detach(step.step_id)
+            if netns is not None:
+                await _command("ip", "netns", "delete", Path(netns).name)
+
+    async def _create_netns(self, step_id: str) -> str:
+        name = f"dy-build-{step_id[:12]}"
+        code, out = await _command("ip", "netns", "add", name)
+        if code != 0:
+            raise NetworkSetup(f"cannot create the network namespace for a RUN step: {out.strip()}")
+        return str(_NETNS_DIR / name)
+
+    async def _run_runc(self, paths: ContainerPaths, cid: str, on_output: Callable[[str], None]) -> int:
+        argv = [self.runtime.binary, *self.runtime.global_args, "run", "--bundle", str(paths.root), cid]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        try:
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                on_output(line.decode(errors="replace").rstrip("\n"))
+            return await proc.wait()
+        except BaseException:
+            with contextlib.suppress(AgentError):
+                if self.runtime.exists(cid):
+                    await self.runtime.kill(cid, 9, all_processes=True)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(AgentError):
+                await self.runtime.delete(cid, force=True)
