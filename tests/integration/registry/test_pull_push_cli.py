@@ -174,7 +174,7 @@ def test_agent_killed_mid_pull_resumes_on_the_next_pull(
         cli = cli_for(fleet_pki, agent)
         layer = layout["big"].layers[0]
         partial = agent.data_root / "content" / "ingest" / layer["digest"][7:] / "data"
-        proxy.rate = 3_000_000  # bytes/s, so the pull is still running when the agent dies
+        proxy.rate = 2_000_000  # bytes/s, so the pull is still running when the agent dies
         env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(fleet_pki.config_dir)}
         env.pop("DOCKYARD_HOST", None)
         first = subprocess.Popen(

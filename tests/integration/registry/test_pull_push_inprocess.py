@@ -319,7 +319,7 @@ async def test_interrupted_pull_resumes_from_the_partial_ingest(
     try:
         h: Harness = await make_harness(insecure=(proxy.host,))  # type: ignore[operator]
         big_layer = source.big.layers[1]
-        proxy.rate = 4_000_000  # bytes/s: slow enough to stop it half-way
+        proxy.rate = 2_000_000  # bytes/s: slow enough to stop it half-way
         iterator = pull(h.images, h.client, h.sources, f"{proxy.host}/test/big:1", PullOptions())
         async for event in iterator:
             if (
