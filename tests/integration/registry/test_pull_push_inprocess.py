@@ -193,6 +193,13 @@ async def test_multi_arch_index_selects_host_and_requested_platform(
         assert finished.record.digest == wanted.manifest["digest"]
     with pytest.raises(NotFound, match="linux/s390x"):
         await h.pull(ref, platform=Platform.parse("linux/s390x"))
+    # By digest: the index's (then a platform is chosen) or a manifest's own; both verified.
+    by_index = f"{http_registry.host}/test/multi@{source.index['digest']}"
+    finished, _ = await h.pull(by_index, platform=Platform.parse("linux/arm64"))
+    assert (finished.record.digest, finished.record.name) == (source.arm64.manifest["digest"], by_index)
+    by_manifest = f"{http_registry.host}/test/multi@{source.amd64.manifest['digest']}"
+    finished, _ = await h.pull(by_manifest)
+    assert finished.record.digest == source.amd64.manifest["digest"]
 
 
 async def test_single_manifest_of_another_platform_is_refused_when_asked_explicitly(
