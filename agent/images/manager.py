@@ -452,9 +452,9 @@ class ImageManager:
                     chunks, lambda r: archive.stage_rootfs(cast(BinaryIO, r), work, self.content)
                 )
                 config = archive.import_config(layer.diff_id, changes=config_changes, message=message)
-                config_digest = self.content.put_bytes(config)
+                config_digest = await asyncio.to_thread(self.content.put_bytes, config)
                 manifest = archive.single_layer_manifest(config, config_digest, layer)
-                manifest_digest = self.content.put_bytes(manifest)
+                manifest_digest = await asyncio.to_thread(self.content.put_bytes, manifest)
                 record = await self.register(name, manifest_digest)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
