@@ -149,13 +149,13 @@ class Session:
             raise RemoteCommandFailed(command, status, err)
         return CommandResult(status, out, err)
 
-    async def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to `remote` (the directory must exist)."""
+    async def put(self, files: list[Path], remote_dir: str) -> None:
+        """Copy local files into `remote_dir` (which must exist) over one SFTP session."""
         try:
             async with self._conn.start_sftp_client() as sftp:
-                await sftp.put(str(local), remote, preserve=False)
+                await sftp.put([str(f) for f in files], remote_dir, preserve=False)
         except (asyncssh.Error, OSError) as exc:
-            raise SshError(f"upload of {local.name} to {remote} failed: {exc}") from exc
+            raise SshError(f"upload to {remote_dir} failed: {exc}") from exc
 
     async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
         """Write `remote` atomically: a temp file next to it, chmod, then rename over it."""

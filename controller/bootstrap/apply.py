@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shlex
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,7 @@ class Assets:
 
     @classmethod
     def load(cls, deploy_dir: Path | None = None) -> Assets:
-        d = deploy_dir or wh_mod.project_root() / "deploy"
+        d = deploy_dir or _deploy_dir()
         try:
             return cls(
                 (d / "agent.toml.example").read_text(),
@@ -69,6 +70,12 @@ class Assets:
 
     def service_for(self, init: str) -> bytes:
         return self.unit if init == "systemd" else self.supervisor
+
+
+def _deploy_dir() -> Path:
+    """deploy/ of the source tree, else where an installed wheel puts it (share/dockyard/deploy)."""
+    source = Path(__file__).resolve().parents[2] / "deploy"
+    return source if source.is_dir() else Path(sys.prefix) / "share" / "dockyard" / "deploy"
 
 
 @dataclass(frozen=True)
@@ -114,9 +121,13 @@ class Bootstrapper:
         self._wheelhouses: dict[tuple[str, str], asyncio.Task[wh_mod.Wheelhouse]] = {}
 
     async def wheelhouse_for(self, facts: Facts) -> wh_mod.Wheelhouse:
-        if self.options.wheelhouse is not None:
-            return wh_mod.existing(self.options.wheelhouse)
         key = (facts.python_tag, facts.arch)
+        if self.options.wheelhouse is not None:
+            given = self.options.wheelhouse
+            key = ("given", "")
+            if key not in self._wheelhouses:
+                self._wheelhouses[key] = asyncio.create_task(asyncio.to_thread(wh_mod.existing, given))
+            return await asyncio.shield(self._wheelhouses[key])
         task = self._wheelhouses.get(key)
         if task is None:  # the first host to need this platform builds it; the others wait for it
             cache = self.options.config_dir / "wheelhouse"
@@ -215,9 +226,10 @@ class Bootstrapper:
         await s.run(f"mkdir -p {WHEELHOUSE_DIR}")
         listing = await s.run(f"cd {WHEELHOUSE_DIR} && ls -1 -- *.whl 2>/dev/null; true")
         present = set(listing.stdout.split())
-        for wheel in wheelhouse.wheels:
-            if wheel.name not in present:  # wheel names carry their version: same name, same content
-                await s.put(wheel, f"{WHEELHOUSE_DIR}/{wheel.name}")
+        # Wheel names carry their version: a wheel already there by name is the same wheel.
+        missing = [w for w in wheelhouse.wheels if w.name not in present]
+        if missing:
+            await s.put(missing, WHEELHOUSE_DIR)
         version = f"{facts_mod.PREFIX}/versions/{wheelhouse.digest[:16]}"
         pip = f"{WHEELHOUSE_DIR}/{wheelhouse.pip_wheel.name}/pip"
         script = f"""
@@ -227,7 +239,7 @@ if [ ! -f "$v/.complete" ]; then
   rm -rf "$v"
   {shlex.quote(facts.python)} -m venv --without-pip "$v"
   "$v/bin/python" {pip} install -q --no-index --find-links {WHEELHOUSE_DIR} --no-cache-dir \\
-      --disable-pip-version-check dockyard
+      --no-compile --disable-pip-version-check dockyard
   touch "$v/.complete"
 fi
 prev="$(readlink {VENV_LINK} || true)"

@@ -167,7 +167,7 @@ def bootstrap(
     bootstrapper = Bootstrapper(options)
 
     async def run_all() -> list[fanout.Outcome[Report]]:
-        jobs = [(h.name, lambda h=h: bootstrapper.run(h)) for h in chosen]  # type: ignore[misc]
+        jobs = [(h.name, lambda h=h: bootstrapper.run(h)) for h in chosen]
         return await fanout.each(jobs, parallel=app.parallel, deadline_s=deadline)
 
     outcomes = asyncio.run(run_all())

@@ -1,19 +1,23 @@
 """Test hosts: each a network namespace plus a mount namespace, on a private bridge, with its own sshd.
 
-Host N lives in netns `dyf-hN` at 10.231.0.(10+N)/24 (veth `dyf-vN` on bridge `dyf-br0`, whose root-side
-address is 10.231.0.1). Its sshd runs inside `unshare -m` with private /etc/dockyard, /opt/dockyard,
-/var/lib/dockyard and /run/dockyard (tmp dirs bind-mounted over them) and an empty shell profile for
-root, so every SSH session — and every agent a session starts — sees only that host's files. sshd has
-its own host key and config, root login by key only, no PAM.
+Each fleet takes a free slot X (0-254): bridge `dyf-brX` at 10.231.X.1/24, owned by the creating process
+(pid in /run/dyf-fleet-X.pid), so concurrent runs (two developers, a test run and a benchmark) never touch
+each other's hosts. Host N is named `dyf-hN` (its inventory name), lives in netns `dyf-X-hN` at
+10.231.X.(10+N)/24, with veth `dyfXvN` on the bridge. Its sshd runs inside `unshare -m` with private
+/etc/dockyard, /opt/dockyard, /var/lib/dockyard and /run/dockyard (tmp dirs bind-mounted over them) and
+an empty shell profile for root, so every SSH session — and every agent a session starts — sees only that
+host's files. sshd has its own host key and config, root login by key only, no PAM.
 
 Teardown kills every process inside each namespace by pid (`ip netns pids`), then removes the namespaces,
-veths and the bridge; `Fleet.close()` is safe to call after a partial setup and twice.
+veths and the bridge; `Fleet.close()` is safe to call after a partial setup and twice. A slot whose owner
+died without cleaning up is reclaimed (its processes killed by pid, its links removed) by the next fleet.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,13 +25,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "dyf-"
-BRIDGE = f"{PREFIX}br0"
-SUBNET = os.environ.get("DYF_SUBNET", "10.231.0")
-GATEWAY = f"{SUBNET}.1"
+NET = "10.231"
+OWNER_FILE = "/run/dyf-fleet-{slot}.pid"
 PRIVATE_DIRS = ("etc/dockyard", "opt/dockyard", "var/lib/dockyard", "run/dockyard")
 PROFILES = ("/root/.bashrc", "/root/.profile")
 SSHD = "/usr/sbin/sshd"
@@ -60,10 +63,10 @@ class TestHost:
     __test__ = False  # not a pytest test class
 
     index: int
+    slot: int
     root: Path
     client_pubkey: str
     sshd_proc: subprocess.Popen[bytes] | None = None
-    created_dirs: list[Path] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -71,11 +74,15 @@ class TestHost:
 
     @property
     def netns(self) -> str:
-        return self.name
+        return f"{PREFIX}{self.slot}-h{self.index}"
+
+    @property
+    def veth(self) -> str:
+        return f"dyf{self.slot}v{self.index}"
 
     @property
     def address(self) -> str:
-        return f"{SUBNET}.{10 + self.index}"
+        return f"{NET}.{self.slot}.{10 + self.index}"
 
     @property
     def host_key(self) -> Path:
@@ -117,21 +124,20 @@ class TestHost:
                 ]
             )
         )
-        veth_root, veth_ns = f"{PREFIX}v{self.index}", f"{PREFIX}p{self.index}"
+        veth_root, veth_ns = self.veth, f"dyf{self.slot}p{self.index}"
         sh("ip", "netns", "add", self.netns)
         sh("ip", "link", "add", veth_root, "type", "veth", "peer", "name", veth_ns)
         sh("ip", "link", "set", veth_ns, "netns", self.netns)
-        sh("ip", "link", "set", veth_root, "master", BRIDGE, "up")
+        sh("ip", "link", "set", veth_root, "master", f"{PREFIX}br{self.slot}", "up")
         inside = ("ip", "netns", "exec", self.netns)
         sh(*inside, "ip", "link", "set", "lo", "up")
         sh(*inside, "ip", "link", "set", veth_ns, "name", "eth0")
         sh(*inside, "ip", "addr", "add", f"{self.address}/24", "dev", "eth0")
         sh(*inside, "ip", "link", "set", "eth0", "up")
         for d in PRIVATE_DIRS:
-            target = Path("/") / d
-            if not target.exists():
-                target.mkdir(parents=True)
-                self.created_dirs.append(target)
+            # Mount points must exist; they stay (empty) afterwards, because removing a directory that
+            # another fleet's mount namespace uses as a mount point would detach that fleet's mounts.
+            (Path("/") / d).mkdir(parents=True, exist_ok=True)
         self.start_sshd()
 
     def _sshd_script(self) -> str:
@@ -215,11 +221,8 @@ class TestHost:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.sshd_proc.wait(timeout=5)
             self.sshd_proc = None
-        sh("ip", "link", "del", f"{PREFIX}v{self.index}", check=False)
+        sh("ip", "link", "del", self.veth, check=False)
         sh("ip", "netns", "del", self.netns, check=False)
-        for d in self.created_dirs:
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -243,16 +246,25 @@ class Fleet:
         self.base = Path(tempfile.mkdtemp(prefix="dyf-fleet-", dir=base))
         self.client_key = self.base / "id_ed25519"
         self.hosts: list[TestHost] = []
+        self.slot: int | None = None
+
+    @property
+    def bridge(self) -> str:
+        return f"{PREFIX}br{self.slot}"
+
+    @property
+    def gateway(self) -> str:
+        return f"{NET}.{self.slot}.1"
 
     def setup(self) -> None:
-        _remove_stale()
+        _reclaim_abandoned()
+        self.slot = _claim_slot()
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dyf-client", "-f", str(self.client_key))
         pub = Path(f"{self.client_key}.pub").read_text()
-        sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        sh("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
-        sh("ip", "link", "set", BRIDGE, "up")
+        sh("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
         for i in range(1, self.count + 1):
-            host = TestHost(index=i, root=self.base / f"h{i}", client_pubkey=pub)
+            host = TestHost(index=i, slot=self.slot, root=self.base / f"h{i}", client_pubkey=pub)
             self.hosts.append(host)
             host.setup()
 
@@ -263,22 +275,54 @@ class Fleet:
             except Exception as exc:  # keep tearing down the others
                 print(f"teardown of {host.name} failed: {exc}")
         self.hosts = []
-        sh("ip", "link", "del", BRIDGE, check=False)
+        if self.slot is not None:
+            sh("ip", "link", "del", self.bridge, check=False)
+            Path(OWNER_FILE.format(slot=self.slot)).unlink(missing_ok=True)
+            self.slot = None
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __getitem__(self, i: int) -> TestHost:
         return self.hosts[i]
 
 
-def _remove_stale() -> None:
-    """A crashed earlier run may have left our (prefixed) namespaces and bridge: remove them first."""
-    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if name.startswith(f"{PREFIX}h"):
-            for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
-                _signal(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "del", name, check=False)
-    sh("ip", "link", "del", BRIDGE, check=False)
+def _claim_slot() -> int:
+    """Create the first free bridge `dyf-brX` (creation is the lock) and record this process as owner."""
+    for slot in range(255):
+        if sh("ip", "link", "add", f"{PREFIX}br{slot}", "type", "bridge", check=False).returncode == 0:
+            Path(OWNER_FILE.format(slot=slot)).write_text(f"{os.getpid()}\n")
+            return slot
+    raise RuntimeError("no free dyf- bridge slot")
+
+
+def _owner_alive(slot: int) -> bool:
+    try:
+        pid = int(Path(OWNER_FILE.format(slot=slot)).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reclaim_abandoned() -> None:
+    """Remove the hosts of fleets whose owning process died without tearing down (only those)."""
+    links = sh("ip", "-o", "link", "show", "type", "bridge", check=False).stdout
+    slots = [int(m) for m in re.findall(rf"^\d+: {PREFIX}br(\d+):", links, flags=re.M)]
+    for slot in slots:
+        if _owner_alive(slot):
+            continue
+        for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+            name = line.split()[0] if line.strip() else ""
+            if name.startswith(f"{PREFIX}{slot}-h"):
+                for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
+                    _signal(int(pid), signal.SIGKILL)
+                sh("ip", "netns", "del", name, check=False)
+        for veth in re.findall(rf"^\d+: (dyf{slot}v\d+)@", sh("ip", "-o", "link", check=False).stdout, re.M):
+            sh("ip", "link", "del", veth, check=False)
+        sh("ip", "link", "del", f"{PREFIX}br{slot}", check=False)
+        Path(OWNER_FILE.format(slot=slot)).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
