@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from agent.network import nft
 from agent.network.etcfiles import EtcPaths
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.state.db import Database
+from tests.support.agent import AgentProcess, FleetPki, run_cli
 
 pytestmark = pytest.mark.root
 
@@ -294,3 +296,34 @@ async def manager(lab: Lab, tmp_path: Path) -> AsyncIterator[NetworkManager]:
 
 def ip_of(address: IPv4Interface | IPv4Address) -> str:
     return str(address.ip if isinstance(address, IPv4Interface) else address)
+
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def net_agent(lab: Lab, agent_factory: Callable[..., AgentProcess], tmp_path: Path) -> AgentProcess:
+    """A real dockyard-agent configured with this lab's bridge, subnets and nft table."""
+    config = lab.agent_config(tmp_path / "agent.toml")
+    agent = agent_factory("netagent", extra_args=["--config", str(config)])
+    lab.databases.append(agent.data_root / "dockyard.db")
+    return agent
+
+
+@pytest.fixture
+def dy(fleet_pki: FleetPki, net_agent: AgentProcess) -> Iterator[Cli]:
+    """`dy("network", "ls")`: the CLI against `net_agent`. Removes every container it left at teardown."""
+
+    def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return run_cli(fleet_pki.config_dir, *args, host=net_agent.unix_target, **kwargs)
+
+    yield run
+    if net_agent.running:
+        left = run("ps", "-a", "-q", "--no-trunc").stdout.split()
+        if left:
+            run("rm", "-f", *left, timeout=120)
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stdout

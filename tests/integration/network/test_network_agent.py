@@ -3,40 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.network.conftest import Lab, link_exists
-from tests.support.agent import AgentProcess, FleetPki, run_cli
+from tests.integration.network.conftest import Cli, Lab, link_exists, ok
 
 pytestmark = pytest.mark.root
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def net_agent(lab: Lab, agent_factory: Callable[..., AgentProcess], tmp_path: Path) -> AgentProcess:
-    config = lab.agent_config(tmp_path / "agent.toml")
-    agent = agent_factory("netagent", extra_args=["--config", str(config)])
-    lab.databases.append(agent.data_root / "dockyard.db")
-    return agent
-
-
-@pytest.fixture
-def dy(fleet_pki: FleetPki, net_agent: AgentProcess) -> Cli:
-    def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return run_cli(fleet_pki.config_dir, *args, host=net_agent.unix_target, **kwargs)
-
-    return run
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_network_lifecycle_through_the_cli(lab: Lab, dy: Cli) -> None:
