@@ -40,8 +40,10 @@ from agent.build.runner import RunStep, StepRunner
 from agent.errors import AgentError, InvalidArgument, NotFound
 from agent.images.manager import ImageManager
 from agent.images.pull import PullFinished, PullResolved
+from agent.images.reference import Reference
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord, Layer
+from agent.registry.auth import Credentials
 from agent.registry.platform import Platform
 from agent.registry.platform import host as host_platform
 from agent.runtime import bundle
@@ -74,6 +76,7 @@ class BuildOptions:
     no_cache: bool = False
     platform: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    registry_auth: Mapping[str, Credentials] = field(default_factory=dict)  # registry host → login
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,9 @@ class Builder:
     async def _pull(self, ref: str, platform: Platform, instr: df.Instruction) -> ImageRecord:
         self.emit(MessageEvent(f"pulling {ref} ({platform}) ..."))
         try:
-            async for event in self.images.pull(ref, platform=platform):
+            registry = Reference.parse(ref).registry
+            credentials = self.options.registry_auth.get(registry)
+            async for event in self.images.pull(ref, platform=platform, credentials=credentials):
                 if isinstance(event, PullResolved):
                     self.emit(MessageEvent(f"{ref}: resolved to {event.digest}"))
                 elif isinstance(event, PullFinished):

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import agent.log
 from agent.build.fileops import read_etc
-from agent.errors import AgentError, InvalidArgument, NetworkSetup
+from agent.errors import AgentError, FailedPrecondition, InvalidArgument, NetworkSetup
 from agent.runtime import bundle
 from agent.runtime.bundle import ContainerPaths
 from agent.runtime.oci import OciRuntime
@@ -115,14 +115,29 @@ class StepRunner:
         cgroup_parent: str = "/dockyard",
         network: NetworkAttacher | None = None,
     ) -> None:
-        self.runtime = OciRuntime(runtime, state_root)
+        self._runtime_name = runtime
+        self._state_root = state_root
+        self._runtime: OciRuntime | None = None
         self.host = host
         self.cgroup_parent = cgroup_parent.rstrip("/") + "/build"
         self.network = network
 
+    @property
+    def runtime(self) -> OciRuntime:
+        """The OCI runtime, checked on first use (an agent without a usable runc still serves the rest)."""
+        if self._runtime is None:
+            self._runtime = OciRuntime(self._runtime_name, self._state_root)
+        return self._runtime
+
     async def reconcile(self) -> None:
         """At start: remove build containers and namespaces a previous agent left behind."""
-        for cid in self.runtime.list_ids():
+        if not self._state_root.is_dir():
+            return
+        try:
+            stale = self.runtime.list_ids()
+        except FailedPrecondition:
+            return
+        for cid in stale:
             with contextlib.suppress(AgentError):
                 await self.runtime.delete(cid, force=True)
             log.info("build.stale_container_removed", container_id=cid)

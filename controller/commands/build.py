@@ -1,0 +1,206 @@
+"""`dockyard build` and `dockyard builder prune`: build an image on the agent from a Dockerfile and a context.
+
+The context directory is sent as a tar (`.dockerignore` applied) to every target agent, which runs the
+build with its own runtime; progress comes back line by line (`Step 3/9 : RUN …`, the step's output,
+`CACHED`, the layer), then the image ID. Saved registry logins for the base images are sent along.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.api.v1 import build_pb2, build_pb2_grpc, images_pb2
+from agent.build import dockerfile as df
+from agent.build.expand import SubstitutionError, process_word
+from agent.errors import InvalidArgument
+from controller import build_context, credentials, output
+from controller.app import App, HostOutput
+from controller.client import AgentClient
+from controller.errors import UsageError
+
+
+def _pairs(values: tuple[str, ...], flag: str, *, from_env: bool = False) -> dict[str, str]:
+    """KEY=VALUE options; with `from_env` a bare KEY takes its value from this process's environment."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid {flag} {item!r}: expected KEY=VALUE")
+        if not eq:
+            if not from_env:
+                raise UsageError(f"invalid {flag} {item!r}: expected KEY=VALUE")
+            if key not in os.environ:
+                continue  # Docker's rule: an unset variable is simply not passed
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
+    """Image references the Dockerfile pulls from (best effort: only for picking credentials)."""
+    try:
+        parsed = df.parse(text, name)
+    except InvalidArgument:
+        return set()
+    env: dict[str, str] = {}
+    for arg in parsed.global_args:
+        for key, default in arg.pairs:
+            value = build_args.get(key, default)
+            if value is not None:
+                try:
+                    env[key] = process_word(value, env, parsed.escape)
+                except SubstitutionError:
+                    continue
+    stage_names = {s.name for s in parsed.stages if s.name}
+    refs: set[str] = set()
+    for stage in parsed.stages:
+        words = [stage.from_.image] + [
+            i.from_stage for i in stage.instructions if isinstance(i, df.Copy) and i.from_stage
+        ]
+        for word in words:
+            try:
+                ref = process_word(word, env, parsed.escape)
+            except SubstitutionError:
+                continue
+            if ref and ref.lower() != "scratch" and ref.lower() not in stage_names and not ref.isdigit():
+                refs.add(ref)
+    return refs
+
+
+def _registry_auth(app: App, refs: set[str]) -> dict[str, images_pb2.RegistryCredentials]:
+    store = credentials.CredentialStore(app.config_dir)
+    out: dict[str, images_pb2.RegistryCredentials] = {}
+    for ref in refs:
+        host = credentials.registry_of(ref)
+        login = store.get(host)
+        if login is not None:
+            out[host] = images_pb2.RegistryCredentials(username=login.username, password=login.password)
+    return out
+
+
+def _layer_line(layer: build_pb2.BuildLayer) -> str:
+    if not layer.digest:
+        return " ---> no changes"
+    return f" ---> layer {layer.digest.split(':', 1)[-1][:12]} ({output.human_size(layer.size)})"
+
+
+@click.command()
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="name the image (repeatable)")
+@click.option(
+    "-f",
+    "--file",
+    "dockerfile",
+    type=click.Path(path_type=Path),
+    help="the Dockerfile (default CONTEXT/Dockerfile)",
+)
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]", help="set a build-time ARG")
+@click.option("--target", metavar="STAGE", help="build up to this stage")
+@click.option("--no-cache", is_flag=True, help="run every step, ignoring the build cache")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="add a label to the image")
+@click.option("-q", "--quiet", is_flag=True, help="print only the image ID")
+@click.argument("context", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.pass_obj
+def build(
+    app: App,
+    tags: tuple[str, ...],
+    dockerfile: Path | None,
+    build_args: tuple[str, ...],
+    target: str | None,
+    no_cache: bool,
+    platform: str | None,
+    labels: tuple[str, ...],
+    quiet: bool,
+    context: Path,
+) -> None:
+    """Build an image from a Dockerfile and a context directory, on the agent (-H: on that agent)."""
+    path = dockerfile if dockerfile is not None else context / "Dockerfile"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"cannot find the Dockerfile {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the Dockerfile {path}: {exc}") from None
+    args = _pairs(build_args, "--build-arg", from_env=True)
+    rules = build_context.load_rules(context)
+    options = build_pb2.BuildOptions(
+        dockerfile=text,
+        dockerfile_name=str(dockerfile) if dockerfile is not None else "Dockerfile",
+        tags=list(tags),
+        build_args=args,
+        target=target or "",
+        no_cache=no_cache,
+        platform=platform or "",
+        labels=_pairs(labels, "--label"),
+        registry_auth=_registry_auth(app, _base_images(text, path.name, args)),
+    )
+
+    async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
+        stub = client.stub(build_pb2_grpc.BuildStub)
+
+        async def requests() -> AsyncIterator[build_pb2.BuildRequest]:
+            yield build_pb2.BuildRequest(options=options)
+            async for chunk in build_context.stream(context, rules):
+                yield build_pb2.BuildRequest(context_chunk=chunk)
+
+        result: build_pb2.BuildResult | None = None
+        async for msg in client.stream(stub.Build, requests(), timeout=None):
+            kind = msg.WhichOneof("event")
+            if kind == "result":
+                result = msg.result
+            elif quiet:
+                continue
+            elif kind == "step":
+                out.line(f"Step {msg.step.number}/{msg.step.total} : {msg.step.instruction}")
+            elif kind == "output":
+                out.line(msg.output.line)
+            elif kind == "cached":
+                out.line(" ---> CACHED")
+            elif kind == "layer":
+                out.line(_layer_line(msg.layer))
+            elif kind == "message":
+                out.line(
+                    ("warning: " if msg.message.warning else "") + msg.message.text, err=msg.message.warning
+                )
+        if result is None:
+            raise UsageError("the agent ended the build without a result")
+        return {
+            "image_id": result.image_id,
+            "manifest_digest": result.manifest_digest,
+            "tags": list(result.tags),
+            "layers": result.layers,
+            "cached_steps": result.cached_steps,
+            "run_steps": result.run_steps,
+        }
+
+    def text_of(d: dict[str, Any]) -> str:
+        if quiet:
+            return str(d["image_id"])
+        lines = [f"Successfully built {d['image_id'].split(':', 1)[-1][:12]}"]
+        lines += [f"Successfully tagged {t}" for t in d["tags"]]
+        return "\n".join(lines)
+
+    app.run(op, text=text_of)
+
+
+@click.group("builder")
+def builder_group() -> None:
+    """Manage the build cache."""
+
+
+@builder_group.command("prune")
+@click.pass_obj
+def builder_prune(app: App) -> None:
+    """Forget the build cache (its layers go with the next image prune)."""
+
+    async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
+        stub = client.stub(build_pb2_grpc.BuildStub)
+        r = await client.call(stub.PruneBuildCache, build_pb2.PruneBuildCacheRequest())
+        return {"entries_removed": r.entries_removed}
+
+    app.run(op, text=lambda d: f"Removed {d['entries_removed']} build cache entries")
