@@ -22,11 +22,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import errors, log
-from agent.api.v1 import images_pb2_grpc, networks_pb2_grpc, pki_pb2_grpc, system_pb2_grpc
+from agent.api.v1 import (
+    build_pb2_grpc,
+    images_pb2_grpc,
+    networks_pb2_grpc,
+    pki_pb2_grpc,
+    system_pb2_grpc,
+)
+from agent.build.manager import BuildManager
 from agent.config import AgentConfig
 from agent.images.manager import ImageManager
+from agent.network.attacher import BridgeAttacher
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
+from agent.server.build import BuildServicer
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
@@ -56,6 +65,7 @@ class Components:
     # e.g. `images: ImageManager | None = None`
     images: ImageManager | None = None
     networks: NetworkManager | None = None
+    builds: BuildManager | None = None
     # <<< managers (fields)
 
     @classmethod
@@ -83,6 +93,11 @@ class Components:
         )
         c.on_start.append(c.networks.start)
         c.on_stop.append(c.networks.stop)
+        # build area: RUN steps on the agent's own runtime, on the default bridge via the network area
+        c.builds = BuildManager(
+            config.data_root, c.db, c.images, runtime=config.runtime, network=BridgeAttacher(c.networks)
+        )
+        c.on_start.append(c.builds.start)
         # <<< managers (construction)
         return c
 
@@ -108,6 +123,8 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
     if c.config.listen:  # certificate rotation only makes sense where there is a TLS identity
         pki_pb2_grpc.add_PkiServicer_to_server(PkiServicer(c.config.tls_dir), server)
+    if c.builds is not None:
+        build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
     # <<< services
 
 

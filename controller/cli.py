@@ -16,6 +16,7 @@ from controller import config as controller_config
 from controller import fanout, inventory
 from controller import target as target_mod
 from controller.app import App
+from controller.commands import build as build_cmds
 from controller.commands import fleet as fleet_cmds
 from controller.commands import images as images_cmds
 from controller.commands import networks as network_cmds
@@ -110,6 +111,8 @@ cli.add_command(fleet_cmds.bootstrap)
 pki_cmds.pki_group.add_command(pki_rotate.rotate)
 for _command in network_cmds.COMMANDS:
     cli.add_command(_command)
+cli.add_command(build_cmds.build)
+cli.add_command(build_cmds.builder_group)
 # <<< command modules
 
 
