@@ -46,5 +46,8 @@ class BridgeDriver:
         """Delete the host end of the veth (the kernel removes the peer); absent is fine."""
         await netlink.delete_link(ep.host_veth)
 
+    async def remove_link(self, name: str) -> None:
+        await netlink.delete_link(name)
+
     async def bridge_exists(self, net: Network) -> bool:
         return await netlink.link_exists(net.bridge)

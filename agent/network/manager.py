@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Protocol
 
 from agent import log
-from agent.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from agent.errors import (
+    AgentError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from agent.network import etcfiles, ipam, nft
 from agent.network.bridge import BridgeDriver
 from agent.network.etcfiles import EtcPaths, HostEntry, render_hosts
@@ -145,6 +152,8 @@ class NetworkManager:
         self._lock = asyncio.Lock()
         self._ready: set[str] = set()  # bridges known to be up in this process
         self._lookup: ContainerLookup | None = None
+        # Host veths being deleted in the background (see `_unplug_soon`), by name.
+        self._unplugging: dict[str, asyncio.Task[None]] = {}
         if len(settings.name_prefix) > 5:
             raise InvalidArgument(
                 "network name prefix must be at most 5 characters (interface names are short)"
@@ -335,6 +344,7 @@ class NetworkManager:
         )
         self._store.put_endpoint(ep, seq)
         if netns_path is not None:
+            await self._unplugged(ep.host_veth)
             ifname = await self._driver.plug(net, ep, netns_path, default_route=seq == 0)
             ep = replace(ep, ifname=ifname)
             self._store.put_endpoint(ep, seq)
@@ -409,7 +419,7 @@ class NetworkManager:
         endpoints = self._store.endpoints(container_id=container_id)
         had_ports = bool(self._store.ports(container_id))
         for ep in endpoints:
-            await self._driver.unplug(ep)
+            self._unplug_soon(ep.host_veth)
         self._reservations.release(container_id)
         self._store.delete_ports(container_id)
         for ep in endpoints:
@@ -421,6 +431,37 @@ class NetworkManager:
         await self._refresh_peers({ep.network_id for ep in endpoints}, exclude=container_id)
         if endpoints or had_ports:
             _log.info("network.detached", container_id=container_id, networks=len(endpoints))
+
+    def _unplug_soon(self, host_veth: str) -> None:
+        """Delete a host veth in the background. Deleting a veth waits for the kernel (~20 ms, an RCU grace
+        period), and after a container exits its namespace is usually being torn down anyway; the run
+        path should not wait for that. The name is recorded first so a crash cannot leak the link (start-up
+        deletes recorded names), and a new veth of the same name waits for the deletion (`_unplugged`)."""
+        self._store.doom_link(host_veth)
+
+        async def unplug() -> None:
+            try:
+                await self._driver.remove_link(host_veth)
+                self._store.forget_doomed(host_veth)
+            except AgentError as exc:
+                _log.warning("network.veth_delete_failed", link=host_veth, error=str(exc))
+            finally:
+                if self._unplugging.get(host_veth) is task:
+                    del self._unplugging[host_veth]
+
+        task = asyncio.create_task(unplug(), name=f"network.unplug.{host_veth}")
+        self._unplugging[host_veth] = task
+
+    async def _unplugged(self, host_veth: str) -> None:
+        """Wait until a background deletion of `host_veth` (if any) is over."""
+        pending = self._unplugging.get(host_veth)
+        if pending is not None:
+            await asyncio.wait([pending])
+
+    async def wait_idle(self) -> None:
+        """Wait for every background veth deletion (agent stop; tests that count links)."""
+        while self._unplugging:
+            await asyncio.wait(list(self._unplugging.values()))
 
     async def connect(
         self, network: str, container: str, ip: IPv4Address | None = None, aliases: tuple[str, ...] = ()
@@ -541,6 +582,9 @@ class NetworkManager:
                     for entry in self._etc_dir.iterdir():
                         if entry.name not in existing:
                             await asyncio.to_thread(shutil.rmtree, entry, True)
+            for name in self._store.doomed_links():
+                await self._driver.remove_link(name)  # left by a crash during a background deletion
+                self._store.forget_doomed(name)
             for net in self._store.networks():
                 has_endpoints = bool(self._store.endpoints(network_id=net.id))
                 if not net.default or has_endpoints or await self._driver.bridge_exists(net):
@@ -559,7 +603,9 @@ class NetworkManager:
         _log.info("network.started", networks=len(self._store.networks()), leases=self._ipam.count())
 
     async def stop(self) -> None:
-        """Release port reservations; kernel state stays so running containers keep their network."""
+        """Finish veth deletions and release port reservations; the rest of the kernel state stays so
+        running containers keep their network."""
+        await self.wait_idle()
         self._reservations.close()
 
 

@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS network_endpoints (
     seq            INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (container_id, network_id)
 );
+CREATE TABLE IF NOT EXISTS network_doomed (
+    name TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS network_etc (
     container_id TEXT PRIMARY KEY,
     hosts        TEXT NOT NULL,
@@ -217,6 +220,16 @@ class NetworkStore:
 
     def delete_etc(self, container_id: str) -> None:
         self._db.execute("DELETE FROM network_etc WHERE container_id = ?", (container_id,))
+
+    # host veths whose deletion is under way (see NetworkManager._unplug_soon)
+    def doom_link(self, name: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO network_doomed (name) VALUES (?)", (name,))
+
+    def forget_doomed(self, name: str) -> None:
+        self._db.execute("DELETE FROM network_doomed WHERE name = ?", (name,))
+
+    def doomed_links(self) -> list[str]:
+        return [r["name"] for r in self._db.query("SELECT name FROM network_doomed ORDER BY name")]
 
     def container_ids(self) -> set[str]:
         rows = self._db.query(

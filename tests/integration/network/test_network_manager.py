@@ -50,6 +50,7 @@ async def test_attach_default_network_configures_the_namespace(lab: Lab, manager
     assert fetch_host(f"http://{ep.address.ip}/") == "alpha\n"
 
     await manager.detach(container)
+    await manager.wait_idle()  # host veths are deleted in the background
     assert not link_exists(ep.host_veth)
     assert "eth0" not in ns.run("ip", "-o", "link").stdout
     assert manager.inspect("bridge").endpoints == ()
@@ -219,6 +220,7 @@ async def test_hundred_cycles_leave_nothing_behind(lab: Lab, manager: NetworkMan
         )
         assert r.ports[0].host_port > 0
         await manager.detach(container)
+    await manager.wait_idle()
     bridges = [n.bridge for n in manager.networks()]
     assert all(bridge_ports(b) == [] for b in bridges)
     assert "eth0" not in ns.run("ip", "-o", "link").stdout
@@ -245,6 +247,7 @@ async def test_restart_keeps_addresses_and_ports_and_cleans_orphans(lab: Lab, tm
     assert fetch_host(f"http://127.0.0.1:{port}/") == "keep\n"
     assert second.ports(keep) == list(r_keep.ports)
     assert [e.address for _, e in second.endpoints(keep)] == [r_keep.networks[0].endpoint.address]
+    await second.wait_idle()
     assert not link_exists(r_gone.networks[0].endpoint.host_veth)
     assert second.endpoints(gone) == []
     fresh = await second.attach(AttachRequest(cid(), name="fresh"), gone_ns.path)
