@@ -93,6 +93,17 @@ class BridgeAttacher:
             "/etc/resolv.conf": str(paths.resolv_conf),
         }
 
+    def etc_files_of(self, other_container_id: str) -> dict[str, str] | None:
+        """For `--network container:OTHER`: OTHER's files, shared as they are (None if it has none)."""
+        paths = self.networks.existing_files(other_container_id)
+        if paths is None:
+            return None
+        return {
+            "/etc/hosts": str(paths.hosts),
+            "/etc/hostname": str(paths.hostname),
+            "/etc/resolv.conf": str(paths.resolv_conf),
+        }
+
     async def attach(self, container_id: str, netns_path: str, options: ContainerNetworkOptions) -> None:
         if options.network.startswith(CONTAINER_MODE):
             return

@@ -210,6 +210,10 @@ class NetworkManager:
         paths = self._own_paths(container_id)
         return paths if paths is not None and paths.hosts.exists() else None
 
+    def existing_files(self, container_id: str) -> EtcPaths | None:
+        """A container's /etc files if they exist (ours, or the ones it was attached with)."""
+        return self._store.etc(container_id) or self._own_files(container_id)
+
     def prepare_files(self, container_id: str, hostname: str) -> EtcPaths:
         """Create a container's /etc files before it exists, for its manager to bind-mount at create;
         `attach` fills in addresses and peers later, in place. They live until the container is gone

@@ -282,6 +282,8 @@ async def test_files_prepared_at_create_are_filled_at_attach_and_swept_when_orph
         name: str = "pname"
         hostname: str = "ph"
 
+    assert attacher.etc_files_of(container) == files  # what a `container:` sidecar would share
+    assert attacher.etc_files_of(cid()) is None
     await attacher.attach(container, ns.path, Options())
     ip = mgr.endpoints(container)[0][1].address.ip
     assert f"{ip}\tph pname" in Path(files["/etc/hosts"]).read_text()
