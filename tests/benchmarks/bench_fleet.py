@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,16 +36,26 @@ DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
 
 def timed(argv: Sequence[str], env: dict[str, str], timeout: float = 300) -> tuple[float, int]:
+    """Wall time of one whole command; on timeout its process group is killed and inf returned."""
     start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        print(f"  ! {' '.join(argv[:6])}... timed out after {timeout:g}s")
+        return math.inf, -1
     elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        print(f"  ! {' '.join(argv[:6])}... exited {r.returncode}: {(r.stderr or r.stdout)[-400:]}")
-    return elapsed, r.returncode
+    if proc.returncode != 0:
+        print(f"  ! {' '.join(argv[:6])}... exited {proc.returncode}: {(err or out)[-400:]}")
+    return elapsed, proc.returncode
 
 
 def median_of(argv: Sequence[str], env: dict[str, str], repeat: int) -> float:
-    return statistics.median(timed(argv, env)[0] for _ in range(repeat))
+    return statistics.median(timed(argv, env, timeout=120)[0] for _ in range(repeat))
 
 
 def main() -> None:
