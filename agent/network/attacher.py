@@ -105,9 +105,14 @@ class BridgeAttacher:
         }
 
     async def attach(self, container_id: str, netns_path: str, options: ContainerNetworkOptions) -> None:
+        request = request_for(container_id, options)
         if options.network.startswith(CONTAINER_MODE):
+            if request.publish or request.ip or request.aliases:
+                raise InvalidArgument(
+                    "--network container:… takes no -p, --ip or --network-alias (the other owns it)"
+                )
             return
-        await self.networks.attach(request_for(container_id, options), netns_path)
+        await self.networks.attach(request, netns_path)
 
     async def detach(self, container_id: str) -> None:
         await self.networks.detach(container_id)

@@ -192,6 +192,9 @@ def _attach_veth(spec: VethSpec) -> str:
                 raise NetworkSetup(f"veth {spec.host_name} vanished right after creation")
             try:
                 ipr.link("set", index=host, master=bridge)
+                # hairpin: a container reaching its own published port through a host address gets the
+                # DNATed packet back out of the port it came in by
+                ipr.brport("set", index=host, mode=1)
                 ipr.link("set", index=host, state="up")
             except NetlinkError as exc:
                 ipr.link("del", index=host)

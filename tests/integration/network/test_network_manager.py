@@ -296,3 +296,15 @@ async def test_files_prepared_at_create_are_filled_at_attach_and_swept_when_orph
     await again.start(existing_containers=_existing(set()))
     assert not Path(files["/etc/hosts"]).exists()
     await again.stop()
+
+
+async def test_containers_reach_published_ports_through_host_addresses(
+    lab: Lab, manager: NetworkManager
+) -> None:
+    srv, other = lab.netns("hp"), lab.netns("hq")
+    r = await manager.attach(AttachRequest(cid(), name="hp", publish=(PortMapping(80),)), srv.path)
+    await manager.attach(AttachRequest(cid(), name="hq"), other.path)
+    srv.serve_http(lab.www(srv), "hp")
+    url = f"http://{r.networks[0].network.gateway}:{r.ports[0].host_port}/"
+    assert other.fetch(url) == "hp\n"  # a sibling, through the gateway
+    assert srv.fetch(url) == "hp\n"  # itself (hairpin)

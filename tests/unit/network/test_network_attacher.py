@@ -73,3 +73,16 @@ async def test_lookup_gives_a_namespace_only_for_running_containers() -> None:
     stopped = await ContainerLookupAdapter(Finder(Rec("id1", "n", "h", os.getpid(), "exited"))).resolve("n")
     assert stopped.netns_path is None
     assert await ContainerLookupAdapter(Finder(Rec("id1", "n", "h", 0, "exited"))).existing_ids() == {"id1"}
+
+
+async def test_container_mode_attaches_nothing_and_refuses_ports() -> None:
+    from agent.network.attacher import BridgeAttacher
+
+    class Refuse:
+        async def attach(self, *args: object) -> None:
+            raise AssertionError("must not be called")
+
+    attacher = BridgeAttacher(Refuse())  # type: ignore[arg-type]
+    await attacher.attach("c1", "/proc/1/ns/net", Basic("container:other", "n", "h"))
+    with pytest.raises(InvalidArgument, match="container:"):
+        await attacher.attach("c1", "/proc/1/ns/net", Full("container:other", "n", "h", publish=("80",)))
