@@ -52,6 +52,13 @@ class AgentConfig:
     network_pool: str = "10.211.0.0/16"
     network_name_prefix: str = "dy-"
     network_nft_table: str = "dockyard"
+    # containers (agent/containers): runtime state + conmon sockets live under exec_root
+    # (default <data_root>/run); container cgroups under cgroup_parent; logs rotate at the size limit
+    exec_root: Path | None = None
+    cgroup_parent: str = "/dockyard"
+    container_log_max_size: int = 10 * 1024 * 1024
+    container_log_max_files: int = 3
+    stop_timeout: int = 10
 
     def with_overrides(self, **overrides: Any) -> AgentConfig:
         """Return a copy with every non-None override applied (flags beat the file)."""
@@ -59,7 +66,7 @@ class AgentConfig:
         return dataclasses.replace(self, **values)
 
 
-_PATH_KEYS = {"tls_dir", "socket", "data_root", "config_dir"}
+_PATH_KEYS = {"tls_dir", "socket", "data_root", "config_dir", "exec_root"}
 _TUPLE_KEYS = {"listen", "insecure_registries"}
 
 

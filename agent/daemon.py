@@ -24,25 +24,34 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent import errors, log
 from agent.api.v1 import (
     build_pb2_grpc,
+    containers_pb2_grpc,
+    events_pb2_grpc,
     images_pb2_grpc,
     networks_pb2_grpc,
     pki_pb2_grpc,
     system_pb2_grpc,
+    volumes_pb2_grpc,
 )
 from agent.build.manager import BuildManager
 from agent.config import AgentConfig
+from agent.containers.manager import ContainerManager, ContainerSettings
+from agent.containers.volumes import VolumeManager
 from agent.images.manager import ImageManager
 from agent.network.attacher import BridgeAttacher
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
 from agent.server.build import BuildServicer
+from agent.server.containers import ContainersServicer
+from agent.server.events import EventsServicer
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
 from agent.server.pki import PkiServicer
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials
+from agent.server.volumes import VolumesServicer
 from agent.state.db import Database
+from agent.state.events import EventLog
 
 _log = log.get(__name__)
 
@@ -65,6 +74,9 @@ class Components:
     # e.g. `images: ImageManager | None = None`
     images: ImageManager | None = None
     networks: NetworkManager | None = None
+    events: EventLog | None = None
+    volumes: VolumeManager | None = None
+    containers: ContainerManager | None = None
     builds: BuildManager | None = None
     # <<< managers (fields)
 
@@ -93,6 +105,27 @@ class Components:
         )
         c.on_start.append(c.networks.start)
         c.on_stop.append(c.networks.stop)
+        c.events = EventLog(c.db)
+        c.volumes = VolumeManager(config.data_root, c.db, c.events)
+        c.containers = ContainerManager(
+            ContainerSettings(
+                data_root=config.data_root,
+                exec_root=config.exec_root or config.data_root / "run",
+                runtime=config.runtime,
+                cgroup_parent=config.cgroup_parent,
+                log_max_size=config.container_log_max_size,
+                log_max_files=config.container_log_max_files,
+                stop_timeout=config.stop_timeout,
+            ),
+            c.db,
+            c.images,
+            c.events,
+            c.volumes,
+        )
+        c.images.in_use = c.containers.image_digests_in_use
+        c.count_containers = c.containers.counts
+        c.on_start.append(c.containers.start)
+        c.on_stop.append(c.containers.stop)
         # build area: RUN steps on the agent's own runtime, on the default bridge via the network area
         c.builds = BuildManager(
             config.data_root, c.db, c.images, runtime=config.runtime, network=BridgeAttacher(c.networks)
@@ -123,6 +156,12 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
     if c.config.listen:  # certificate rotation only makes sense where there is a TLS identity
         pki_pb2_grpc.add_PkiServicer_to_server(PkiServicer(c.config.tls_dir), server)
+    if c.containers is not None:
+        containers_pb2_grpc.add_ContainersServicer_to_server(ContainersServicer(c.containers), server)
+    if c.volumes is not None:
+        volumes_pb2_grpc.add_VolumesServicer_to_server(VolumesServicer(c.volumes), server)
+    if c.events is not None:
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(c.events), server)
     if c.builds is not None:
         build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
     # <<< services

@@ -17,6 +17,8 @@ from controller import fanout, inventory
 from controller import target as target_mod
 from controller.app import App
 from controller.commands import build as build_cmds
+from controller.commands import containers as container_cmds
+from controller.commands import events as event_cmds
 from controller.commands import fleet as fleet_cmds
 from controller.commands import images as images_cmds
 from controller.commands import networks as network_cmds
@@ -24,6 +26,7 @@ from controller.commands import pki as pki_cmds
 from controller.commands import pki_rotate
 from controller.commands import registry as registry_cmds
 from controller.commands import system as system_cmds
+from controller.commands import volumes as volume_cmds
 from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
 from controller.target import Target
@@ -110,6 +113,8 @@ cli.add_command(fleet_cmds.hosts)
 cli.add_command(fleet_cmds.bootstrap)
 pki_cmds.pki_group.add_command(pki_rotate.rotate)
 for _command in network_cmds.COMMANDS:
+    cli.add_command(_command)
+for _command in [*container_cmds.COMMANDS, *volume_cmds.COMMANDS, *event_cmds.COMMANDS]:
     cli.add_command(_command)
 cli.add_command(build_cmds.build)
 cli.add_command(build_cmds.builder_group)

@@ -7,11 +7,13 @@ parse error is an `InvalidArgument` whose message names the offending flag and v
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 import signal
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from agent.errors import InvalidArgument
 
@@ -394,3 +396,36 @@ def check_mounts(mounts: tuple[MountSpec, ...]) -> None:
         if m.target in seen:
             raise InvalidArgument(f"duplicate mount point: {m.target}")
         seen.add(m.target)
+
+
+def options_to_dict(opts: RunOptions) -> dict[str, Any]:
+    """JSON-safe form for the container record (enums as strings, tuples as lists)."""
+    return dataclasses.asdict(opts)
+
+
+def options_from_dict(data: dict[str, Any]) -> RunOptions:
+    """Inverse of `options_to_dict`; unknown keys (from a newer agent) are ignored."""
+    d = dict(data)
+    d["mounts"] = tuple(
+        MountSpec(
+            MountType(m["type"]),
+            m["target"],
+            m.get("source", ""),
+            m.get("read_only", False),
+            m.get("propagation", ""),
+            tuple(m.get("tmpfs_options", ())),
+        )
+        for m in d.get("mounts", ())
+    )
+    d["ulimits"] = tuple(Ulimit(u["name"], u["soft"], u["hard"]) for u in d.get("ulimits", ()))
+    r = d.get("restart") or {}
+    d["restart"] = RestartPolicy(RestartMode(r.get("mode", "no")), int(r.get("max_retries", 0)))
+    h = d.get("health")
+    d["health"] = None if h is None else HealthConfig(**{**h, "test": tuple(h.get("test", ()))})
+    for key in ("command", "entrypoint"):
+        if d.get(key) is not None:
+            d[key] = tuple(d[key])
+    for key in ("env", "cap_add", "cap_drop"):
+        d[key] = tuple(d.get(key, ()))
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    return RunOptions(**{k: v for k, v in d.items() if k in known})
