@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from agent.build import fileops
 from agent.build.cache import BuildCache, CacheEntry, base_key, step_key
 from agent.build.imageconfig import ImageState, LayerRef, created_by
 from agent.build.layer import LayerInfo, strip_overlay_metadata, write_layer
-from agent.build.runner import RunStep, StepRunner
+from agent.build.runner import RunStep, StepRunner, settled
 from agent.errors import AgentError, InvalidArgument, NotFound
 from agent.images.manager import ImageManager
 from agent.images.pull import PullFinished, PullResolved
@@ -320,7 +319,9 @@ class Builder:
         stage = self._stage_ref(from_.image, index)
         if stage is not None:
             result = self.results[stage.index]
-            return result.state.copy(), result.key
+            state = result.state.copy()
+            state.cmd_set = False  # a CMD of the parent stage counts as inherited (ENTRYPOINT resets it)
+            return state, result.key
         record, config = await self._image(from_.image, platform, from_)
         layers = [
             LayerRef(layer.digest, layer.size, layer.media_type, diff_id)
@@ -496,7 +497,7 @@ class Builder:
                         fileops.copy_into(sources, multiple, rootfs, dest, options)
 
                     try:
-                        await asyncio.to_thread(work)
+                        await settled(asyncio.to_thread(work))
                     except (InvalidArgument, OSError) as exc:
                         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                         raise instr.error(f"{instr.keyword}: {reason}") from None
@@ -534,13 +535,13 @@ class Builder:
         paths = ContainerPaths(self.work_dir / f"from-{self._next_fs()}")
         await asyncio.to_thread(bundle.prepare, paths)
         try:
-            await asyncio.to_thread(bundle.mount_rootfs, paths, lowerdirs)
+            await settled(asyncio.to_thread(bundle.mount_rootfs, paths, lowerdirs))
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, paths.root, True)
+            await settled(asyncio.to_thread(bundle.remove, paths))
             raise
 
         async def cleanup() -> None:
-            await asyncio.to_thread(bundle.remove, paths)
+            await settled(asyncio.to_thread(bundle.remove, paths))
 
         return _SourceRoot(paths.rootfs, what, keep_owner=True, cleanup=cleanup)
 
@@ -553,7 +554,7 @@ class Builder:
         if entry is None:
 
             async def action(paths: ContainerPaths) -> list[str]:
-                await asyncio.to_thread(fileops.ensure_directory, paths.rootfs, workdir)
+                await settled(asyncio.to_thread(fileops.ensure_directory, paths.rootfs, workdir))
                 return []
 
             entry = await self._fs_step(ctx, key, description, action, quiet=True)
@@ -590,14 +591,16 @@ class Builder:
         lowerdirs = await self._lowerdirs(ctx.state.layers)
         await asyncio.to_thread(bundle.prepare, paths)
         try:
-            await asyncio.to_thread(bundle.mount_rootfs, paths, lowerdirs)
+            await settled(asyncio.to_thread(bundle.mount_rootfs, paths, lowerdirs))
             try:
                 stubs = await action(paths)
             finally:
-                await asyncio.to_thread(bundle.unmount_rootfs, paths)
-            info = await asyncio.to_thread(self._commit_upper, paths, stubs, lowerdirs, ctx.state.diff_ids)
+                await settled(asyncio.to_thread(bundle.unmount_rootfs, paths))
+            info = await settled(
+                asyncio.to_thread(self._commit_upper, paths, stubs, lowerdirs, ctx.state.diff_ids)
+            )
         finally:
-            await asyncio.to_thread(bundle.remove, paths)
+            await settled(asyncio.to_thread(bundle.remove, paths))
         if info is None:
             if not quiet:
                 self.emit(LayerEvent("", 0, 0))

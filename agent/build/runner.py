@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import agent.log
 from agent.build.fileops import read_etc
@@ -50,6 +50,8 @@ _MOUNT_POINTS = (
     "/etc/resolv.conf",
 )
 _NETNS_DIR = Path("/run/netns")
+STOP_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -208,16 +210,15 @@ class StepRunner:
         etc_files = await asyncio.to_thread(
             bundle.write_etc_files, paths, hostname, host_network=network == "host"
         )
-        netns: str | None = None
-        attached = False
+        netns = f"dy-build-{step.step_id[:12]}" if network == "bridge" else None
+        attach_tried = False
         try:
-            if network == "bridge":
-                netns = await self._create_netns(step.step_id)
-                assert self.network is not None
-                await self.network.attach(
-                    step.step_id, netns, StepNetworkOptions("", f"build-{hostname}", hostname, etc_files)
-                )
-                attached = True
+            netns_path = None
+            if netns is not None and self.network is not None:
+                netns_path = await settled(self._create_netns(netns))
+                attach_tried = True
+                options = StepNetworkOptions("", f"build-{hostname}", hostname, etc_files)
+                await settled(self.network.attach(step.step_id, netns_path, options))
             opts = RunOptions(
                 image="",
                 command=tuple(step.argv),
@@ -238,52 +239,82 @@ class StepRunner:
                     user=user,
                     cgroups_path=f"{self.cgroup_parent}/{step.step_id}",
                     etc_files=etc_files,
-                    netns_path=netns,
+                    netns_path=netns_path,
                 ),
             )
             await asyncio.to_thread(bundle.write_config, paths, spec)
             code = await self._run_runc(paths, step.step_id, on_output)
             return RunResult(code, missing)
         finally:
-            if attached and self.network is not None:
+            if attach_tried and self.network is not None:
                 with contextlib.suppress(AgentError):
-                    await self.network.detach(step.step_id)
-            if netns is not None:
-                await _command("ip", "netns", "delete", Path(netns).name)
+                    await settled(self.network.detach(step.step_id))
+            if netns is not None and os.path.lexists(_NETNS_DIR / netns):
+                await settled(_command("ip", "netns", "delete", netns))
 
-    async def _create_netns(self, step_id: str) -> str:
-        name = f"dy-build-{step_id[:12]}"
+    async def _create_netns(self, name: str) -> str:
         code, out = await _command("ip", "netns", "add", name)
         if code != 0:
             raise NetworkSetup(f"cannot create the network namespace for a RUN step: {out.strip()}")
         return str(_NETNS_DIR / name)
 
     async def _run_runc(self, paths: ContainerPaths, cid: str, on_output: Callable[[str], None]) -> int:
+        """`runc run` in the foreground; on cancellation the container is killed and runc waited for."""
         argv = [self.runtime.binary, *self.runtime.global_args, "run", "--bundle", str(paths.root), cid]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
+        procs: list[asyncio.subprocess.Process] = []
+        task = asyncio.ensure_future(_run_streaming(argv, on_output, procs))
         try:
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    break
-                on_output(line.decode(errors="replace").rstrip("\n"))
-            return await proc.wait()
-        except BaseException:
-            with contextlib.suppress(AgentError):
-                if self.runtime.exists(cid):
-                    await self.runtime.kill(cid, 9, all_processes=True)
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await self._stop(cid, task, procs)
             raise
         finally:
             with contextlib.suppress(AgentError):
-                await self.runtime.delete(cid, force=True)
+                await settled(self.runtime.delete(cid, force=True))
+
+    async def _stop(
+        self, cid: str, task: asyncio.Future[int], procs: list[asyncio.subprocess.Process]
+    ) -> None:
+        """Kill the container until runc reports it gone (it may still be starting); runc itself last."""
+        deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT
+        while not task.done():
+            with contextlib.suppress(AgentError):
+                if self.runtime.exists(cid):
+                    await self.runtime.kill(cid, 9, all_processes=True)
+            if asyncio.get_running_loop().time() > deadline:
+                for proc in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.wait([task], timeout=0.2)
+        with contextlib.suppress(BaseException):
+            task.result()
+
+
+async def _run_streaming(
+    argv: list[str], on_output: Callable[[str], None], procs: list[asyncio.subprocess.Process]
+) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    while line := await proc.stdout.readline():
+        on_output(line.decode(errors="replace").rstrip("\n"))
+    return await proc.wait()
+
+
+async def settled(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even if the caller is cancelled meanwhile (then re-raise the cancellation):
+    set-up and tear-down steps (namespaces, endpoints, mounts, runtime state) must never stop half-way."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what propagates
+        raise
