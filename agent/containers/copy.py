@@ -47,7 +47,7 @@ with tarfile.open(fileobj=sys.stdin.buffer, mode="r|*") as tar:
         if rename is not None:
             head, sep, rest = member.name.lstrip("./").partition("/")
             member.name = rename + (sep + rest if sep else "")
-        tar.extract(member, dest, filter="data")
+        tar.extract(member, dest, filter="tar")
 """
 
 

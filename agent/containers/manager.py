@@ -73,6 +73,8 @@ from agent.state.events import EventLog
 log = agent.log.get(__name__)
 
 KILL_WAIT = 10.0
+ROTATE_INTERVAL = 0.25
+LOG_BACKSTOP = 4  # conmon truncates a log at this many times the rotation size
 UNKNOWN_EXIT = 255
 
 
@@ -96,12 +98,25 @@ class NetworkAttacher(Protocol):
 
     async def detach(self, container_id: str) -> None: ...
 
+    # >>> network (agent/network): published ports for ps/inspect, as "0.0.0.0:32768->80/tcp"
+    def ports(self, container_id: str) -> list[str]: ...
+
+    # the /etc files of another container, for `--network container:OTHER`
+    def etc_files_of(self, other_container_id: str) -> dict[str, str] | None: ...
+
+    # <<< network
+
 
 @dataclass(frozen=True)
 class NetworkOptions:
     network: str
     name: str
     hostname: str
+    # >>> network (agent/network)
+    ip: str = ""
+    aliases: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    # <<< network
 
 
 @dataclass(frozen=True)
@@ -328,7 +343,17 @@ class ContainerManager:
             bundle.rootfs_etc_file(paths.rootfs, "passwd"),
             bundle.rootfs_etc_file(paths.rootfs, "group"),
         )
-        if self.network is not None and opts.network not in ("none", "host"):
+        # >>> network (agent/network): --network container:OTHER joins OTHER's namespace, shares its files
+        netns_path: str | None = None
+        if opts.network.startswith("container:"):
+            other = self.find(opts.network.split(":", 1)[1])
+            if other.status not in ACTIVE or not other.pid:
+                raise FailedPrecondition(f"cannot join the network of {other.name}: it is not running")
+            netns_path = f"/proc/{other.pid}/ns/net"
+            shared = self.network.etc_files_of(other.id) if self.network is not None else None
+            etc = shared or bundle.write_etc_files(paths, rec.hostname, host_network=False)
+        # <<< network
+        elif self.network is not None and opts.network not in ("none", "host"):
             etc = self.network.etc_files(rec.id, rec.hostname)
         else:
             etc = bundle.write_etc_files(paths, rec.hostname, host_network=opts.network == "host")
@@ -348,6 +373,7 @@ class ContainerManager:
                 user=user,
                 cgroups_path=f"{self.settings.cgroup_parent.rstrip('/')}/{rec.id}",
                 etc_files=etc,
+                netns_path=netns_path,  # network (agent/network)
                 volume_sources=volume_sources,
             ),
         )
@@ -394,7 +420,7 @@ class ContainerManager:
             log_path=paths.log,
             pidfile=paths.pidfile,
             conmon_pidfile=paths.conmon_pidfile,
-            log_size_max=self.settings.log_max_size * 2,
+            log_size_max=self.settings.log_max_size * LOG_BACKSTOP,
             terminal=opts.tty,
             stdin=opts.stdin_open,
         )
@@ -423,7 +449,11 @@ class ContainerManager:
         try:
             if self.network is not None and opts.network not in ("none", "host"):
                 await self.network.attach(
-                    cid, f"/proc/{launched.pid}/ns/net", NetworkOptions(opts.network, rec.name, rec.hostname)
+                    cid,
+                    f"/proc/{launched.pid}/ns/net",
+                    NetworkOptions(
+                        opts.network, rec.name, rec.hostname, opts.ip, opts.network_aliases, opts.publish
+                    ),
                 )
             if pre_start is not None:
                 await pre_start()
@@ -1000,14 +1030,24 @@ class ContainerManager:
                 yield e
 
     async def _rotate_logs_forever(self) -> None:
+        """Rotate logs that reached the size limit (a stat per running container every 250 ms).
+
+        conmon's own `--log-size-max` (4× the limit) only truncates, losing lines, so this check runs
+        often enough that a container has to write ~12 MB/s (at the 10 MB default) to outrun it.
+        """
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(ROTATE_INTERVAL)
             for rec in self.store.all(frozenset({Status.RUNNING, Status.PAUSED})):
                 paths = self.paths(rec.id)
-                if logs.needs_rotation(paths.log, self.settings.log_max_size):
+                if not logs.needs_rotation(paths.log, self.settings.log_max_size):
+                    continue
+                try:
                     await asyncio.to_thread(logs.rotate, paths.log, self.settings.log_max_files)
-                    logs.request_reopen(paths.root / "ctl")
-                    log.info("container.log_rotated", id=rec.id)
+                except OSError as exc:
+                    log.warning("container.log_rotation_failed", id=rec.id, error=str(exc))
+                    continue
+                logs.request_reopen(paths.root / "ctl")
+                log.info("container.log_rotated", id=rec.id)
 
     # ---- reconcile -----------------------------------------------------------------------------------
 

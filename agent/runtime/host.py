@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from agent.hostinfo import cgroup_layout, oci_arch
-from agent.runtime.spec import HostFacts
+from agent.runtime.spec import ALL_CAPABILITIES, HostFacts
 
 _RLIMITS = {
     "RLIMIT_NOFILE": resource.RLIMIT_NOFILE,
@@ -33,6 +33,17 @@ def _has_effective_cap(bit: int) -> bool:
     except OSError:
         pass
     return False
+
+
+def _bounding_set() -> frozenset[str] | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return frozenset(name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1)
+    except OSError:
+        pass
+    return None
 
 
 def _hard_limits() -> dict[str, int]:
@@ -69,4 +80,5 @@ def probe() -> HostFacts:
         cgroup_namespace=Path("/proc/self/ns/cgroup").exists(),
         swap_accounting=_swap_accounting(layout),
         cap_last=_cap_last(),
+        capabilities=_bounding_set(),
     )

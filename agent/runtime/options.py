@@ -138,6 +138,11 @@ class RunOptions:
     auto_remove: bool = False
     stop_signal: str = ""
     stop_timeout: int | None = None
+    # >>> network (agent/network parses and checks these at attach)
+    publish: tuple[str, ...] = ()
+    ip: str = ""
+    network_aliases: tuple[str, ...] = ()
+    # <<< network
 
 
 def parse_size(value: str, flag: str) -> int:
@@ -425,7 +430,7 @@ def options_from_dict(data: dict[str, Any]) -> RunOptions:
     for key in ("command", "entrypoint"):
         if d.get(key) is not None:
             d[key] = tuple(d[key])
-    for key in ("env", "cap_add", "cap_drop"):
+    for key in ("env", "cap_add", "cap_drop", "publish", "network_aliases"):
         d[key] = tuple(d.get(key, ()))
     known = {f.name for f in dataclasses.fields(RunOptions)}
     return RunOptions(**{k: v for k, v in d.items() if k in known})

@@ -84,6 +84,8 @@ class HostFacts:
     cgroup_namespace: bool = True
     swap_accounting: bool = True
     cap_last: int = 40
+    # the agent's own bounding set (CAP_* names); None = every capability up to cap_last
+    capabilities: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,14 @@ def normalize_capability(name: str) -> str:
 
 def capability_set(opts: RunOptions, host: HostFacts) -> tuple[str, ...]:
     """Docker's order of operations: start from the default set (or all when privileged), drop, then add."""
-    known = ALL_CAPABILITIES[: host.cap_last + 1]
+    held = host.capabilities
+    known = tuple(c for c in ALL_CAPABILITIES[: host.cap_last + 1] if held is None or c in held)
     if opts.privileged:
         return known
     adds = [normalize_capability(c) for c in opts.cap_add]
+    for cap in adds:
+        if cap != "ALL" and cap not in known:
+            raise InvalidArgument(f"--cap-add {cap}: the agent itself does not hold this capability")
     drops = [normalize_capability(c) for c in opts.cap_drop]
     caps = [] if "ALL" in drops else [c for c in DEFAULT_CAPABILITIES if c not in drops]
     if "ALL" in adds:

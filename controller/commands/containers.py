@@ -84,6 +84,7 @@ def container_dict(c: pb.Container) -> dict[str, Any]:
         "labels": dict(c.labels),
         "hostname": c.hostname,
         "network": c.network,
+        "ports": list(c.ports),  # network (agent/network)
         "mounts": [
             {"type": m.type, "source": m.source, "destination": m.destination, "read_only": m.read_only}
             for m in c.mounts
@@ -166,7 +167,18 @@ def run_options(f: F) -> F:
         click.option("--no-healthcheck", is_flag=True, help="disable the image's HEALTHCHECK"),
         click.option("-i", "--interactive", is_flag=True, help="keep stdin open"),
         click.option("-t", "--tty", is_flag=True, help="allocate a pseudo-terminal"),
-        click.option("--network", "--net", "network", default="", help="none | host"),
+        click.option("--network", "--net", "network", default="", help="bridge | NETWORK | none | host"),
+        # >>> network (agent/network)
+        click.option(
+            "-p",
+            "--publish",
+            multiple=True,
+            metavar="[IP:][HOST_PORT:]CTR_PORT[/PROTO]",
+            help="publish a port",
+        ),
+        click.option("--ip", default="", help="IPv4 address on the network"),
+        click.option("--network-alias", "network_aliases", multiple=True, help="another name on the network"),
+        # <<< network
         click.option("--privileged", is_flag=True, help="all capabilities, no seccomp, no masked paths"),
         click.option("--cap-add", multiple=True, help="add a capability"),
         click.option("--cap-drop", multiple=True, help="drop a capability"),
@@ -226,6 +238,9 @@ def build_config(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> pb
         tty=kw["tty"],
         stdin_open=kw["interactive"],
         network=kw["network"],
+        publish=list(kw["publish"]),  # network (agent/network)
+        ip=kw["ip"],
+        network_aliases=list(kw["network_aliases"]),
         privileged=kw["privileged"],
         cap_add=list(kw["cap_add"]),
         cap_drop=list(kw["cap_drop"]),
@@ -562,7 +577,7 @@ def ps(app: App, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bo
         if quiet:
             return output.Table(["CONTAINER ID"], [[r["id"] if no_trunc else r["id"][:12]] for r in rows])
         return output.Table(
-            ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
+            ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
             [
                 [
                     r["id"] if no_trunc else r["id"][:12],
@@ -570,6 +585,7 @@ def ps(app: App, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bo
                     json.dumps(" ".join(r["command"])) if no_trunc else _command_text(r["command"]),
                     output.human_ago(datetime.fromisoformat(r["created"])) if r["created"] else "",
                     status_text(r),
+                    ", ".join(r.get("ports", [])),  # network (agent/network)
                     r["name"],
                 ]
                 for r in rows
@@ -867,7 +883,7 @@ def _extract_local(spool: IO[bytes], dest: str) -> None:
     """Docker's rule: into DEST when it is a directory, else as DEST (its parent must exist)."""
     with tarfile.open(fileobj=spool, mode="r") as tar:
         if os.path.isdir(dest):
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter="tar")
             return
         parent = os.path.dirname(os.path.abspath(dest))
         if not os.path.isdir(parent):
@@ -876,7 +892,7 @@ def _extract_local(spool: IO[bytes], dest: str) -> None:
         for member in tar.getmembers():
             _, sep, rest = member.name.lstrip("./").partition("/")
             member.name = rename + (sep + rest if sep else "")
-            tar.extract(member, parent, filter="data")
+            tar.extract(member, parent, filter="tar")
 
 
 @click.command()
