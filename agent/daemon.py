@@ -37,7 +37,7 @@ from agent.config import AgentConfig
 from agent.containers.manager import ContainerManager, ContainerSettings
 from agent.containers.volumes import VolumeManager
 from agent.images.manager import ImageManager
-from agent.network.attacher import BridgeAttacher
+from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
 from agent.server.build import BuildServicer
@@ -121,7 +121,9 @@ class Components:
             c.images,
             c.events,
             c.volumes,
+            network=BridgeAttacher(c.networks),  # network area: bridge networking, -p, names
         )
+        c.networks.set_container_lookup(ContainerLookupAdapter(c.containers))  # connect/port/orphans
         c.images.in_use = c.containers.image_digests_in_use
         c.count_containers = c.containers.counts
         c.on_start.append(c.containers.start)

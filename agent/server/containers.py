@@ -140,6 +140,9 @@ def run_options(cfg: pb.ContainerConfig) -> RunOptions:
         auto_remove=cfg.auto_remove,
         stop_signal=cfg.stop_signal,
         stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else None,
+        publish=tuple(cfg.publish),  # network (agent/network)
+        ip=cfg.ip,
+        network_aliases=tuple(cfg.network_aliases),
     )
 
 
@@ -173,6 +176,7 @@ def container_message(mgr: ContainerManager, rec: ContainerRecord, *, detail: bo
         stdin_open=opts.stdin_open,
         auto_remove=opts.auto_remove,
         conmon_pid=rec.conmon_pid,
+        ports=mgr.network.ports(rec.id) if mgr.network is not None else [],  # network (agent/network)
         stopped_by_user=rec.stopped_by_user,
     )
     if rec.started_at is not None:

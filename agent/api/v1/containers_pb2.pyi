@@ -47,7 +47,7 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerConfig(_message.Message):
-    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck")
+    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck", "publish", "ip", "network_aliases")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,9 @@ class ContainerConfig(_message.Message):
     HEALTH_RETRIES_FIELD_NUMBER: _ClassVar[int]
     HEALTH_START_PERIOD_FIELD_NUMBER: _ClassVar[int]
     NO_HEALTHCHECK_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ALIASES_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: StringList
     entrypoint: StringList
@@ -127,7 +130,10 @@ class ContainerConfig(_message.Message):
     health_retries: int
     health_start_period: str
     no_healthcheck: bool
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ...) -> None: ...
+    publish: _containers.RepeatedScalarFieldContainer[str]
+    ip: str
+    network_aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ..., publish: _Optional[_Iterable[str]] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HealthLogEntry(_message.Message):
     __slots__ = ("start", "end", "exit_code", "output")
@@ -154,7 +160,7 @@ class ContainerMount(_message.Message):
     def __init__(self, type: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class Container(_message.Message):
-    __slots__ = ("id", "name", "image", "image_digest", "command", "created", "status", "started_at", "finished_at", "exit_code", "oom_killed", "error", "pid", "restart_count", "restart_policy", "health_status", "health_failing_streak", "health_log", "labels", "hostname", "network", "mounts", "log_path", "tty", "stdin_open", "auto_remove", "config_json", "spec_json", "conmon_pid", "stopped_by_user")
+    __slots__ = ("id", "name", "image", "image_digest", "command", "created", "status", "started_at", "finished_at", "exit_code", "oom_killed", "error", "pid", "restart_count", "restart_policy", "health_status", "health_failing_streak", "health_log", "labels", "hostname", "network", "mounts", "log_path", "tty", "stdin_open", "auto_remove", "config_json", "spec_json", "conmon_pid", "stopped_by_user", "ports")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +198,7 @@ class Container(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     CONMON_PID_FIELD_NUMBER: _ClassVar[int]
     STOPPED_BY_USER_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     image: str
@@ -222,7 +229,8 @@ class Container(_message.Message):
     spec_json: str
     conmon_pid: int
     stopped_by_user: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_digest: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[ContainerStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ..., restart_count: _Optional[int] = ..., restart_policy: _Optional[str] = ..., health_status: _Optional[str] = ..., health_failing_streak: _Optional[int] = ..., health_log: _Optional[_Iterable[_Union[HealthLogEntry, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[ContainerMount, _Mapping]]] = ..., log_path: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., auto_remove: _Optional[bool] = ..., config_json: _Optional[str] = ..., spec_json: _Optional[str] = ..., conmon_pid: _Optional[int] = ..., stopped_by_user: _Optional[bool] = ...) -> None: ...
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_digest: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[ContainerStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ..., restart_count: _Optional[int] = ..., restart_policy: _Optional[str] = ..., health_status: _Optional[str] = ..., health_failing_streak: _Optional[int] = ..., health_log: _Optional[_Iterable[_Union[HealthLogEntry, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[ContainerMount, _Mapping]]] = ..., log_path: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., auto_remove: _Optional[bool] = ..., config_json: _Optional[str] = ..., spec_json: _Optional[str] = ..., conmon_pid: _Optional[int] = ..., stopped_by_user: _Optional[bool] = ..., ports: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WindowSize(_message.Message):
     __slots__ = ("rows", "cols")
