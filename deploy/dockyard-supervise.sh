@@ -20,7 +20,13 @@ LOG=${DOCKYARD_LOG:-/var/lib/dockyard/agent.log}
 SUP_PID=$RUN/supervisor.pid
 AGENT_PID=$RUN/agent.pid
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid runs when it exists and is not a zombie (where PID 1 is not an init, the dead may linger unreaped).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ "$state" != Z ]
+}
+alive() { [ -s "$1" ] && running "$(cat "$1")"; }
 
 # Poll until "$@" succeeds or about $1 tenths of a second pass.
 wait_for() {
@@ -48,10 +54,10 @@ supervise() {
         child=$!
         echo "$child" >"$AGENT_PID.tmp" && mv "$AGENT_PID.tmp" "$AGENT_PID"
         # `wait` returns early when a trapped signal arrives: keep waiting while the agent lives.
-        status=0
-        while kill -0 "$child" 2>/dev/null; do
+        while :; do
             wait "$child"
             status=$?
+            running "$child" || break
         done
         rm -f "$AGENT_PID"
         echo "dockyard-supervise: agent $child exited with status $status" >>"$LOG"
@@ -92,7 +98,8 @@ start)
 stop)
     alive "$SUP_PID" || { echo "dockyard-supervise: not running"; exit 0; }
     kill -TERM "$(cat "$SUP_PID")"
-    if wait_for 300 sh -c "! kill -0 $(cat "$SUP_PID") 2>/dev/null"; then
+    sup=$(cat "$SUP_PID")
+    if wait_for 300 eval "! running $sup"; then
         echo "dockyard-supervise: stopped"
     else
         echo "dockyard-supervise: still running after 30s" >&2
@@ -103,7 +110,7 @@ restart)
     if ! alive "$SUP_PID"; then exec "$0" start; fi
     old=$(cat "$AGENT_PID" 2>/dev/null || echo none)
     kill -USR1 "$(cat "$SUP_PID")"
-    if wait_for 300 sh -c "[ -s '$AGENT_PID' ] && [ \"\$(cat '$AGENT_PID')\" != '$old' ] && kill -0 \$(cat '$AGENT_PID')"; then
+    if wait_for 300 eval "[ -s '$AGENT_PID' ] && [ \"\$(cat '$AGENT_PID')\" != '$old' ] && alive '$AGENT_PID'"; then
         echo "dockyard-supervise: restarted agent $(cat "$AGENT_PID")"
     else
         echo "dockyard-supervise: the agent did not come back; see $LOG" >&2

@@ -148,7 +148,8 @@ class TestHost:
 
     def start_sshd(self) -> None:
         log = (self.root / "sshd.log").open("ab")
-        argv = ["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private"]
+        # nsenter, not `ip netns exec`: the latter mounts a fresh sysfs, hiding the cgroup mounts runc needs.
+        argv = ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "-m", "--propagation", "private"]
         argv += ["sh", "-c", self._sshd_script()]
         self.sshd_proc = subprocess.Popen(
             argv,
