@@ -217,6 +217,7 @@ class Builder:
         self.run_steps = 0
         self.empty_dir = work_dir / "empty"
         self._global_declared: Mapping[str, str | None] = {}
+        self.network = runner.shared_network(self.build_id, work_dir / "net")
 
     # -- variables ------------------------------------------------------------------------------------
 
@@ -267,6 +268,13 @@ class Builder:
     # -- the build ------------------------------------------------------------------------------------
 
     async def run(self) -> BuildResult:
+        try:
+            return await self._build()
+        finally:
+            if self.network is not None:
+                await self.network.close()
+
+    async def _build(self) -> BuildResult:
         global_env, self._global_declared = self._global_scope()
         if self.options.target:
             target = self.dockerfile.stage(self.options.target)
@@ -448,6 +456,7 @@ class Builder:
                 user=state.user,
                 workdir=state.workdir,
                 network=instr.network,
+                shared_network=self.network,
             )
 
             async def action(paths: ContainerPaths) -> list[str]:

@@ -7,10 +7,11 @@ step's argv, environment, user and working directory. It runs in the foreground 
 reaps it and reports its exit status; stdout and stderr arrive merged, line by line.
 
 Networking: `none` and `host` are what they say; the default joins the default bridge through the network
-area's attacher when the agent has one (a named network namespace the endpoint is plugged into before the
-process starts), and is `none` otherwise. The mount points runc had to create in the rootfs for its own
-mounts (`/etc/hosts`, `/proc`, ...) are removed from the upper dir afterwards so they never reach a layer.
-Cancellation kills the container; nothing (container state, namespace, endpoint) outlives `run`.
+area's attacher when the agent has one: one named network namespace per build (`BuildNetwork`), plugged
+into the bridge before the first RUN and shared by the build's RUN steps; `none` when there is no bridge.
+The mount points runc had to create in the rootfs for its own mounts (`/etc/hosts`, `/proc`, ...) are
+removed from the upper dir afterwards so they never reach a layer. Cancellation kills the container;
+nothing (container state, namespace, endpoint) outlives the step or, for the namespace, the build.
 """
 
 from __future__ import annotations
@@ -70,6 +71,55 @@ class NetworkAttacher(Protocol):
     async def detach(self, container_id: str) -> None: ...
 
 
+class BuildNetwork:
+    """One network namespace on the default bridge, shared by the RUN steps of one build.
+
+    Made on first use (a namespace, an endpoint from the network area, /etc/hosts, /etc/hostname and
+    /etc/resolv.conf under `directory`), removed by `close` when the build ends, however it ends; the
+    steps' processes never outlive their step, so sharing it leaks nothing from one step to the next.
+    """
+
+    def __init__(self, runner: StepRunner, build_id: str, directory: Path) -> None:
+        self.runner = runner
+        self.build_id = build_id
+        self.directory = directory
+        self.name = f"dy-build-{build_id[:12]}"
+        self._opened: tuple[str, dict[str, str]] | None = None
+        self._attach_tried = False
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> tuple[str, dict[str, str]]:
+        async with self._lock:
+            if self._opened is None:
+                self._opened = await settled(self._open())
+            return self._opened
+
+    async def _open(self) -> tuple[str, dict[str, str]]:
+        paths = ContainerPaths(self.directory)
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+        hostname = self.build_id[:12]
+        etc_files = await asyncio.to_thread(bundle.write_etc_files, paths, hostname, host_network=False)
+        netns_path = await self.runner.create_netns(self.name)
+        attacher = self.runner.network
+        assert attacher is not None
+        self._attach_tried = True
+        await attacher.attach(
+            self.build_id, netns_path, StepNetworkOptions("", f"build-{hostname}", hostname, etc_files)
+        )
+        return netns_path, etc_files
+
+    async def close(self) -> None:
+        """Detach and delete the namespace (idempotent; never half-done, even when cancelled)."""
+        attacher = self.runner.network
+        if self._attach_tried and attacher is not None:
+            with contextlib.suppress(AgentError):
+                await settled(attacher.detach(self.build_id))
+            self._attach_tried = False
+        if os.path.lexists(_NETNS_DIR / self.name):
+            await settled(_command("ip", "netns", "delete", self.name))
+        self._opened = None
+
+
 @dataclass(frozen=True)
 class RunStep:
     step_id: str
@@ -79,6 +129,7 @@ class RunStep:
     user: str
     workdir: str
     network: str | None  # None = default (bridge when available), "none", "host"
+    shared_network: BuildNetwork | None = None  # the build's bridge namespace (None: no bridge here)
 
 
 def _opaque(path: Path) -> bool:
@@ -205,54 +256,48 @@ class StepRunner:
             user = resolve_user(step.user, read_etc(rootfs, "passwd"), read_etc(rootfs, "group"))
         except InvalidArgument as exc:
             raise InvalidArgument(f"USER {step.user}: {exc}") from None
-        network = step.network or ("bridge" if self.network is not None else "none")
+        network = step.network or ("bridge" if step.shared_network is not None else "none")
         missing = self._missing_mount_points(rootfs)
-        etc_files = await asyncio.to_thread(
-            bundle.write_etc_files, paths, hostname, host_network=network == "host"
+        netns_path: str | None = None
+        if network == "bridge":
+            assert step.shared_network is not None
+            netns_path, etc_files = await step.shared_network.open()
+        else:
+            etc_files = await asyncio.to_thread(
+                bundle.write_etc_files, paths, hostname, host_network=network == "host"
+            )
+        opts = RunOptions(
+            image="",
+            command=tuple(step.argv),
+            entrypoint=(),
+            env=tuple(step.extra_env),
+            workdir=step.workdir,
+            hostname=hostname,
+            network="host" if network == "host" else "none" if network == "none" else "bridge",
         )
-        netns = f"dy-build-{step.step_id[:12]}" if network == "bridge" else None
-        attach_tried = False
-        try:
-            netns_path = None
-            if netns is not None and self.network is not None:
-                netns_path = await settled(self._create_netns(netns))
-                attach_tried = True
-                options = StepNetworkOptions("", f"build-{hostname}", hostname, etc_files)
-                await settled(self.network.attach(step.step_id, netns_path, options))
-            opts = RunOptions(
-                image="",
-                command=tuple(step.argv),
-                entrypoint=(),
-                env=tuple(step.extra_env),
-                workdir=step.workdir,
+        spec = build_spec(
+            opts,
+            ImageConfig(env=tuple(step.env)),
+            self.host,
+            SpecInputs(
+                container_id=step.step_id,
+                rootfs=str(rootfs),
                 hostname=hostname,
-                network="host" if network == "host" else "none" if network == "none" else "bridge",
-            )
-            spec = build_spec(
-                opts,
-                ImageConfig(env=tuple(step.env)),
-                self.host,
-                SpecInputs(
-                    container_id=step.step_id,
-                    rootfs=str(rootfs),
-                    hostname=hostname,
-                    user=user,
-                    cgroups_path=f"{self.cgroup_parent}/{step.step_id}",
-                    etc_files=etc_files,
-                    netns_path=netns_path,
-                ),
-            )
-            await asyncio.to_thread(bundle.write_config, paths, spec)
-            code = await self._run_runc(paths, step.step_id, on_output)
-            return RunResult(code, missing)
-        finally:
-            if attach_tried and self.network is not None:
-                with contextlib.suppress(AgentError):
-                    await settled(self.network.detach(step.step_id))
-            if netns is not None and os.path.lexists(_NETNS_DIR / netns):
-                await settled(_command("ip", "netns", "delete", netns))
+                user=user,
+                cgroups_path=f"{self.cgroup_parent}/{step.step_id}",
+                etc_files=etc_files,
+                netns_path=netns_path,
+            ),
+        )
+        await asyncio.to_thread(bundle.write_config, paths, spec)
+        code = await self._run_runc(paths, step.step_id, on_output)
+        return RunResult(code, missing)
 
-    async def _create_netns(self, name: str) -> str:
+    def shared_network(self, build_id: str, directory: Path) -> BuildNetwork | None:
+        """The default-bridge namespace for one build's RUN steps; None when the agent has no bridge."""
+        return BuildNetwork(self, build_id, directory) if self.network is not None else None
+
+    async def create_netns(self, name: str) -> str:
         code, out = await _command("ip", "netns", "add", name)
         if code != 0:
             raise NetworkSetup(f"cannot create the network namespace for a RUN step: {out.strip()}")

@@ -14,14 +14,13 @@ from typing import Any
 
 import click
 
-from agent.api.v1 import build_pb2, build_pb2_grpc, images_pb2
-from agent.build import dockerfile as df
-from agent.build.expand import SubstitutionError, process_word
-from agent.errors import InvalidArgument
-from controller import build_context, credentials, output
+from controller import credentials, output
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import UsageError
+
+# The parser, the context streamer and the generated messages are imported when a build runs: every CLI
+# command loads this module, and only `build` needs them.
 
 
 def _pairs(values: tuple[str, ...], flag: str, *, from_env: bool = False) -> dict[str, str]:
@@ -43,6 +42,10 @@ def _pairs(values: tuple[str, ...], flag: str, *, from_env: bool = False) -> dic
 
 def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     """Image references the Dockerfile pulls from (best effort: only for picking credentials)."""
+    from agent.build import dockerfile as df
+    from agent.build.expand import SubstitutionError, process_word
+    from agent.errors import InvalidArgument
+
     try:
         parsed = df.parse(text, name)
     except InvalidArgument:
@@ -72,7 +75,9 @@ def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     return refs
 
 
-def _registry_auth(app: App, refs: set[str]) -> dict[str, images_pb2.RegistryCredentials]:
+def _registry_auth(app: App, refs: set[str]) -> dict[str, Any]:
+    from agent.api.v1 import images_pb2
+
     store = credentials.CredentialStore(app.config_dir)
     out: dict[str, images_pb2.RegistryCredentials] = {}
     for ref in refs:
@@ -83,7 +88,7 @@ def _registry_auth(app: App, refs: set[str]) -> dict[str, images_pb2.RegistryCre
     return out
 
 
-def _layer_line(layer: build_pb2.BuildLayer) -> str:
+def _layer_line(layer: Any) -> str:
     if not layer.digest:
         return " ---> no changes"
     return f" ---> layer {layer.digest.split(':', 1)[-1][:12]} ({output.human_size(layer.size)})"
@@ -119,6 +124,9 @@ def build(
     context: Path,
 ) -> None:
     """Build an image from a Dockerfile and a context directory, on the agent (-H: on that agent)."""
+    from agent.api.v1 import build_pb2, build_pb2_grpc
+    from controller import build_context
+
     path = dockerfile if dockerfile is not None else context / "Dockerfile"
     try:
         text = path.read_text()
@@ -197,6 +205,7 @@ def builder_group() -> None:
 @click.pass_obj
 def builder_prune(app: App) -> None:
     """Forget the build cache (its layers go with the next image prune)."""
+    from agent.api.v1 import build_pb2, build_pb2_grpc
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
         stub = client.stub(build_pb2_grpc.BuildStub)
