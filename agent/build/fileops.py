@@ -250,7 +250,7 @@ class _Copier:
             current = f"{current}/{part}"
             path = resolve_in_root(self.rootfs, current)
             if not os.path.lexists(path):
-                os.mkdir(path, 0o755)
+                os.makedirs(path, 0o755)  # a symlink may have pointed several levels down
                 if i == len(parts) - 1 and leaf_owner is not None:
                     os.chown(path, *leaf_owner)
             elif not path.is_dir():
