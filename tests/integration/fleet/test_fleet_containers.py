@@ -11,6 +11,7 @@ import shutil
 import signal
 import tarfile
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from controller import pki
 from controller.bootstrap import wheelhouse as wh_mod
 from tests.support.agent import run_cli
-from tests.support.netns_hosts import Fleet, fleet
+from tests.support.netns_hosts import Fleet, TestHost, fleet
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
@@ -32,6 +33,7 @@ NAME = "dyf-web"
 class Env:
     fleet: Fleet
     config_dir: Path
+    wheelhouse: Path
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         r = run_cli(config_dir, *hosts, "bootstrap", *extra, timeout=300)
         assert r.returncode == 0, r.stderr
         try:
-            yield Env(f, config_dir)
+            yield Env(f, config_dir, wheelhouse)
         finally:
             run_cli(config_dir, "-H", "all", "rm", "-f", NAME)
             for h in f.hosts:
@@ -69,6 +71,30 @@ def busybox_tar(dest: Path) -> Path:
     with tarfile.open(tar, "w") as t:
         t.add(root, arcname=".")
     return tar
+
+
+def sleeping_container(host: TestHost) -> list[int]:
+    """Pids of the container processes on `host`: children of the conmon processes in its namespace.
+
+    (The container has its own network namespace, so it is found through its conmon.)
+    """
+    conmons = set()
+    for pid in host.pids():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "conmon":
+                conmons.add(pid)
+        except OSError:
+            continue
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in conmons:
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def test_container_commands_fan_out(env: Env, tmp_path: Path) -> None:
@@ -123,6 +149,24 @@ def test_container_commands_fan_out(env: Env, tmp_path: Path) -> None:
     assert r.returncode == 0 and "start agent" in r.stdout, r.stderr
     rc, out, err = cli("ps")
     assert rc == 0 and sum(NAME in line for line in out.splitlines()) == N_HOSTS, out + err
+
+    # --upgrade replaces the agent on a host while its container keeps running (same process).
+    host = env.fleet[0]
+    sleepers = sleeping_container(host)
+    assert len(sleepers) == 1
+    newer = tmp_path / "newer-wheelhouse"
+    shutil.copytree(env.wheelhouse, newer)
+    with zipfile.ZipFile(newer / "dyfmarker-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("dyfmarker/__init__.py", "")
+    agent_before = host.read_pidfile("/run/dockyard/agent.pid")
+    r = run_cli(
+        env.config_dir, "-H", host.name, "bootstrap", "--upgrade", "--wheelhouse", str(newer), timeout=300
+    )
+    assert r.returncode == 0 and "restart agent" in r.stdout, r.stderr
+    assert host.read_pidfile("/run/dockyard/agent.pid") != agent_before
+    assert sleeping_container(host) == sleepers
+    r = run_cli(env.config_dir, "-H", host.name, "ps", timeout=60)
+    assert r.returncode == 0 and NAME in r.stdout and "Up" in r.stdout, r.stdout + r.stderr
 
     rc, out, err = cli("rm", "-f", NAME)
     assert rc == 0, err
