@@ -63,16 +63,18 @@ class App:
         fields: Callable[[Any], output.Fields] | None = None,
         text: Callable[[Any], str] | None = None,
         idempotent: bool = False,
+        streaming: bool = False,
     ) -> Any:
         """Run `op` on every target and print the results. Raises ControllerError if any host failed.
 
-        `idempotent` ops (reads) are retried on a host that is briefly unreachable (controller.fanout).
+        `idempotent` ops (reads) are retried on a host that is briefly unreachable (controller.fanout);
+        `streaming` ops (logs -f, events) run until stopped: no per-host --timeout.
         """
         if len(self.targets) == 1:
             result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None, self.console)))
             self._show(result, table=table, fields=fields, text=text)
             return result
-        results = asyncio.run(self._run_many(op, idempotent))
+        results = asyncio.run(self._run_many(op, idempotent, streaming))
         self._show_many(results, table=table, fields=fields, text=text)
         return results
 
@@ -83,7 +85,9 @@ class App:
         finally:
             await client.close()
 
-    async def _run_many(self, op: Op, idempotent: bool = False) -> dict[str, Any | ControllerError]:
+    async def _run_many(
+        self, op: Op, idempotent: bool = False, streaming: bool = False
+    ) -> dict[str, Any | ControllerError]:
         """Fan out through controller.fanout: one channel per host, per-host deadline and result."""
         pool = fanout.Pool(self.config_dir)
         try:
@@ -92,7 +96,7 @@ class App:
                 lambda client: op(client, HostOutput(client.name, self.console)),
                 pool=pool,
                 parallel=self.parallel,
-                deadline_s=self.timeout,
+                deadline_s=None if streaming else self.timeout,
                 idempotent=idempotent,
             )
         finally:

@@ -70,10 +70,13 @@ async def run(
     *,
     pool: Pool,
     parallel: int = 256,
-    deadline_s: float = 30.0,
+    deadline_s: float | None = 30.0,
     idempotent: bool = False,
 ) -> list[Outcome[T]]:
-    """Run `op` on every target (at most `parallel` at once); outcomes come back in target order."""
+    """Run `op` on every target (at most `parallel` at once); outcomes come back in target order.
+
+    `deadline_s=None` is for streams that run until stopped (logs -f, events): no per-host deadline.
+    """
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
     slots = asyncio.Semaphore(parallel)
@@ -116,9 +119,9 @@ async def each(
     return [o for o in outcomes if o is not None]
 
 
-def _as_error(exc: Exception, host: str, deadline_s: float) -> ControllerError:
+def _as_error(exc: Exception, host: str, deadline_s: float | None) -> ControllerError:
     """One host's failure as a ControllerError naming the host (a bug stays that host's failure)."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError) and deadline_s is not None:
         return ControllerError(f"timed out after {deadline_s:g}s", host)
     if isinstance(exc, ControllerError):
         exc.host = exc.host or host
@@ -130,7 +133,7 @@ async def _attempt(
     target: Target,
     op: Callable[[AgentClient], Awaitable[T]],
     pool: Pool,
-    deadline_s: float,
+    deadline_s: float | None,
     idempotent: bool,
 ) -> Outcome[T]:
     start = time.monotonic()

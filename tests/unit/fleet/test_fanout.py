@@ -127,3 +127,12 @@ def test_summary_success_follows_max_fail() -> None:
     summary = fanout.summarize(outcomes, fanout.parse_max_fail("1"))
     assert summary.success and summary.line == "2 ok, 1 failed"
     assert [str(e) for e in summary.failures] == ["b: down"]
+
+
+async def test_streams_have_no_deadline(tmp_path: Path) -> None:
+    async def op(client: AgentClient) -> str:
+        await asyncio.sleep(0.3)
+        return "streamed"
+
+    [outcome] = await fanout.run(targets(1), op, pool=fanout.Pool(tmp_path), deadline_s=None)
+    assert outcome.value == "streamed" and outcome.seconds >= 0.3
