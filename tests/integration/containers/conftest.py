@@ -104,7 +104,10 @@ def leftovers(yard: Yard) -> dict[str, list[str]]:
                 mounts.append(target)
     groups = [str(p) for p in cgroups.leftover(yard.cgroup_parent)]
     procs = []
+    agent_pid = yard.agent.proc.pid if yard.agent.proc is not None else -1
     for pid in _pids_mentioning(root):
+        if pid == agent_pid:
+            continue
         procs.append(f"{pid} {_cmdline(pid)[:120]}")
     runc_root = yard.data_root / "run" / "runc"
     state = sorted(p.name for p in runc_root.iterdir()) if runc_root.exists() else []
@@ -243,5 +246,17 @@ async def run_detached(stub: containers_pb2_grpc.ContainersStub, cfg: pb.Contain
     return cid
 
 
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
+async def start_many(yard: Yard, cfgs: list[pb.ContainerConfig]) -> list[str]:
+    """`run -d` of every config at once over one channel; returns the IDs in order."""
+    async with yard.channel() as ch:
+        stub = containers_pb2_grpc.ContainersStub(ch)
+        return list(await asyncio.gather(*(run_detached(stub, c) for c in cfgs)))
+
+
+async def remove_many(yard: Yard, ids: list[str]) -> None:
+    async with yard.channel() as ch:
+        stub = containers_pb2_grpc.ContainersStub(ch)
+        await asyncio.gather(*(stub.Remove(pb.RemoveContainerRequest(container=c, force=True)) for c in ids))
+
+
+NOTHING_LEFT = {"mounts": [], "cgroups": [], "processes": [], "runtime_state": [], "dirs": []}
