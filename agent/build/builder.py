@@ -224,7 +224,7 @@ class Builder:
     def _global_scope(self) -> tuple[dict[str, str], dict[str, str | None]]:
         """(values FROM lines see, every global ARG's value or None)."""
         env = platform_args(self.target_platform, self.host)
-        declared: dict[str, str | None] = {}
+        declared: dict[str, str | None] = dict(env)  # the automatic platform ARGs are global ones too
         for arg in self.dockerfile.global_args:
             arg = arg.expand(env)
             for name, default in arg.pairs:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.hostinfo import oci_arch
 from tests.integration.build.conftest import BUSYBOX, Cli, Net, failed, leftovers, ok, sh
 from tests.support.agent import AgentProcess, wait_for
 
@@ -59,16 +60,19 @@ FROM ${BASE} AS base
 ARG GLOBAL_ONLY
 ARG VERSION=1.0
 ARG FROM_CLI
+ARG TARGETARCH
 ENV APP_HOME=/srv/app \
     GREETING="hello world"
 ENV LEGACY legacy form value
 LABEL org.example.version=$VERSION "org.example.title"="every instruction"
 MAINTAINER someone@example.com
 # comments and continuations are fine anywhere
-RUN echo "global=$GLOBAL_ONLY version=$VERSION cli=$FROM_CLI proxy=$HTTP_PROXY" > /build-args.txt
+RUN echo "global=$GLOBAL_ONLY version=$VERSION cli=$FROM_CLI proxy=$HTTP_PROXY arch=$TARGETARCH" \
+    > /build-args.txt
 RUN ["/bin/sh", "-c", "echo exec form > /exec.txt"]
 RUN --network=none ls /sys/class/net > /net-none.txt
 RUN ls /sys/class/net > /net-default.txt
+RUN --network=host ls /sys/class/net > /net-host.txt
 RUN echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group \
  && mkdir -p /home/app && chown app:app /home/app
 WORKDIR $APP_HOME
@@ -92,7 +96,7 @@ CMD ["c1", "c2"]
 
 
 def test_every_instruction_builds_and_the_image_behaves(
-    bcli: Cli, busybox: str, context_dir: Ctx, build_agent: AgentProcess, tmp_path: Path
+    bcli: Cli, busybox: str, context_dir: Ctx, build_agent: AgentProcess, tmp_path: Path, net: Net
 ) -> None:
     ctx = context_dir(
         "every",
@@ -114,8 +118,8 @@ def test_every_instruction_builds_and_the_image_behaves(
         )
     )  # fmt: skip
     out = result.stdout
-    assert "Step 1/30 : FROM busybox:test AS base" in out
-    assert re.search(r"Step \d+/30 : RUN echo \"global=", out)
+    assert "Step 1/32 : FROM busybox:test AS base" in out
+    assert re.search(r"Step \d+/32 : RUN echo \"global=", out)
     assert "Successfully tagged docker.io/library/every:1" in out
     assert "Successfully tagged docker.io/library/every:latest" in out
 
@@ -158,7 +162,7 @@ def test_every_instruction_builds_and_the_image_behaves(
 
     script = (
         "cat /build-args.txt /exec.txt /net-none.txt /shell.txt /tmp/whoami.txt /opt/pkg/inner.txt /data/*;"
-        "echo ---; ls -ln /srv/app/sub; echo ---; cat /net-default.txt; echo ---;"
+        "echo ---; ls -ln /srv/app/sub; echo ---; cat /net-default.txt /net-host.txt; echo ---;"
         "ls /home/app; ls /opt; test -f /opt/plain.bin && echo plain-copied;"
         "test -e /srv/app/sub/skip.md || echo no-md"
     )
@@ -167,7 +171,7 @@ def test_every_instruction_builds_and_the_image_behaves(
     lines = head.splitlines()
     shell_line = lines.pop(3)  # "$0 $-" of the RUN after SHELL ["/bin/sh", "-ec"]
     assert lines == [
-        "global=global-default version=1.0 cli=given proxy=http://proxy.invalid:3128",
+        f"global=global-default version=1.0 cli=given proxy=http://proxy.invalid:3128 arch={oci_arch()}",
         "exec form",
         "lo",
         "app",
@@ -182,6 +186,7 @@ def test_every_instruction_builds_and_the_image_behaves(
         ("-rw-r-----", "1000", "1000", "b.txt"),
     }
     assert "eth0" in default_net.split()  # RUN is on the default bridge unless --network says otherwise
+    assert net.bridge in default_net.split()  # RUN --network=host sees the host's interfaces
     assert "made-by-app" in tail and "pkg" in tail and "plain-copied" in tail and "no-md" in tail
 
     # HEALTHCHECK is picked up by the agent
@@ -302,6 +307,16 @@ def test_scratch_multi_stage_copy_from_and_target_over_mtls(
 
     unknown = failed(bcli("build", "--target", "nope", str(ctx)))
     assert "target stage 'nope' could not be found" in unknown.stderr
+
+    # --platform: a COPY-only build for another architecture works, a RUN for it cannot
+    other = "linux/arm64" if oci_arch() != "arm64" else "linux/amd64"
+    copy_only = context_dir("foreign", "FROM scratch\nCOPY busybox /bin/busybox\n", {"busybox": b"x"})
+    ok(bcli("build", "--platform", other, "-t", "scratchy:foreign", str(copy_only)))
+    assert image_config(bcli, "scratchy:foreign")["architecture"] == other.split("/")[1]
+    run_foreign = context_dir("foreign-run", "FROM busybox:test\nRUN true\n")
+    refused = failed(bcli("build", "--platform", other, str(run_foreign)))
+    assert f"line 2: RUN: cannot run commands for platform {other}" in refused.stderr
+    assert leftovers(build_agent) == []
 
 
 CACHE = """FROM busybox:test
