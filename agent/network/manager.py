@@ -3,11 +3,12 @@ networks, endpoints (attach/detach, connect/disconnect), published ports, per-co
 the reconciliation of kernel state with the database at start.
 
 It decides; `bridge.py` (netlink), `nft.py` (nftables), `ipam.py` (addresses), `ports.py` (host port
-reservations), `etcfiles.py` and `store.py` carry it out. All mutations run under one asyncio lock: they
-are short (a few ms of netlink plus, when ports or networks change, one `nft` run), and one writer keeps
-the database, the kernel and the hosts files in step. The order inside each operation is chosen so that a
-crash at any point leaves something start-up reconciliation can finish: rows before kernel objects when
-creating, kernel objects before rows when deleting.
+reservations), `names.py` (hosts files) and `store.py` carry it out. All mutations run under one asyncio
+lock: they are short (a few ms of netlink plus, when ports or networks change, one ruleset load), and one
+writer keeps the database, the kernel and the hosts files in step. The order inside each operation is
+chosen so that a crash at any point leaves something start-up reconciliation can finish: rows before
+kernel objects when creating, kernel objects (or a record of their pending deletion) before rows when
+deleting.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import hashlib
 import re
 import secrets
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,10 +33,11 @@ from agent.errors import (
     NotFound,
     ResourceExhausted,
 )
-from agent.network import etcfiles, ipam, nft
+from agent.network import ipam, nft
 from agent.network.bridge import BridgeDriver
-from agent.network.etcfiles import EtcPaths, HostEntry, render_hosts
+from agent.network.etcfiles import EtcPaths
 from agent.network.models import Endpoint, Network, PortMapping, PublishedPort
+from agent.network.names import Names
 from agent.network.ports import PortReservations
 from agent.network.store import NetworkStore
 from agent.state.db import Database
@@ -146,8 +147,7 @@ class NetworkManager:
         self._store = NetworkStore(db)
         self._ipam = ipam.Ipam(db)
         self._driver = BridgeDriver(settings.mtu)
-        self._host_resolv_conf = settings.host_resolv_conf
-        self._etc_dir = settings.etc_dir
+        self._names = Names(self._store, settings.etc_dir, settings.host_resolv_conf)
         self._reservations = PortReservations()
         self._lock = asyncio.Lock()
         self._ready: set[str] = set()  # bridges known to be up in this process
@@ -200,32 +200,15 @@ class NetworkManager:
         nets = {n.id: n for n in self._store.networks()}
         return [(nets[e.network_id], e) for e in self._store.endpoints(container_id=container_id)]
 
-    def _own_paths(self, container_id: str) -> EtcPaths | None:
-        if self._etc_dir is None:
-            return None
-        base = self._etc_dir / container_id
-        return EtcPaths(base / "hosts", base / "hostname", base / "resolv.conf")
-
-    def _own_files(self, container_id: str) -> EtcPaths | None:
-        paths = self._own_paths(container_id)
-        return paths if paths is not None and paths.hosts.exists() else None
-
     def existing_files(self, container_id: str) -> EtcPaths | None:
-        """A container's /etc files if they exist (ours, or the ones it was attached with)."""
-        return self._store.etc(container_id) or self._own_files(container_id)
+        """A container's /etc files if it has any (for `--network container:OTHER`)."""
+        return self._names.existing(container_id)
 
     def prepare_files(self, container_id: str, hostname: str) -> EtcPaths:
         """Create a container's /etc files before it exists, for its manager to bind-mount at create;
-        `attach` fills in addresses and peers later, in place. They live until the container is gone
+        `attach` fills in addresses and peers later, in place. They stay until the container is gone
         (start-up reconciliation removes those of containers that no longer exist)."""
-        paths = self._own_paths(container_id)
-        if paths is None:
-            raise FailedPrecondition("this network manager has no etc_dir for container /etc files")
-        paths.hosts.parent.mkdir(parents=True, exist_ok=True)
-        hosts = render_hosts([HostEntry(IPv4Address("127.0.1.1"), (hostname,))], [])
-        resolv = etcfiles.render_resolv_conf(etcfiles.read_host_resolv_conf(self._host_resolv_conf))
-        etcfiles.write_all(paths, hostname, hosts, resolv)
-        return paths
+        return self._names.prepare(container_id, hostname)
 
     # --- networks ------------------------------------------------------------------------------------
 
@@ -388,10 +371,10 @@ class NetworkManager:
         published = self._publish(req.container_id, primary, attached[0].endpoint, req.publish)
         if published or rules_changed or self._store.ports(req.container_id):
             await self._sync_rules()
-        files = req.files or self._own_files(req.container_id)
+        files = req.files or self._names.own_files(req.container_id)
         if files is not None:
             self._store.put_etc(req.container_id, files)
-        await self._write_files(req.container_id, {a.network.id for a in attached})
+        await self._names.write(req.container_id, {a.network.id for a in attached})
         _log.info(
             "network.attached",
             container_id=req.container_id,
@@ -432,7 +415,7 @@ class NetworkManager:
         if had_ports:
             await self._sync_rules()
         self._store.delete_etc(container_id)
-        await self._refresh_peers({ep.network_id for ep in endpoints}, exclude=container_id)
+        await self._names.refresh_peers({ep.network_id for ep in endpoints}, exclude=container_id)
         if endpoints or had_ports:
             _log.info("network.detached", container_id=container_id, networks=len(endpoints))
 
@@ -489,7 +472,7 @@ class NetworkManager:
                 raise
             if rules_changed:
                 await self._sync_rules()
-            await self._write_files(ref.id, {net.id})
+            await self._names.write(ref.id, {net.id})
         _log.info("network.connected", network=net.name, container_id=ref.id, ip=str(ep.address.ip))
         return ep
 
@@ -503,7 +486,7 @@ class NetworkManager:
             if any(p.network_id == net.id for p in self._store.ports(ref.id)):
                 raise FailedPrecondition(f"container {container!r} publishes ports on network {net.name!r}")
             await self._drop_endpoint(ref.id, net.id)
-            await self._write_files(ref.id, {net.id})
+            await self._names.write(ref.id, {net.id})
         _log.info("network.disconnected", network=net.name, container_id=ref.id)
 
     async def _drop_endpoint(self, container_id: str, network_id: str) -> None:
@@ -516,48 +499,6 @@ class NetworkManager:
         if self._lookup is None:
             raise FailedPrecondition("container lookup is not available in this agent")
         return await self._lookup.resolve(container)
-
-    # --- /etc files ----------------------------------------------------------------------------------
-
-    def _hosts_for(self, container_id: str, nets: dict[str, Network]) -> str | None:
-        mine = self._store.endpoints(container_id=container_id)
-        if not mine:
-            return None
-        own = [HostEntry(e.address.ip, (e.hostname, e.container_name, *e.aliases)) for e in mine]
-        peers: list[HostEntry] = []
-        for e in mine:
-            if nets[e.network_id].default:
-                continue  # like Docker's default bridge: no name resolution between containers
-            for p in self._store.endpoints(network_id=e.network_id):
-                if p.container_id != container_id:
-                    peers.append(HostEntry(p.address.ip, (p.container_name, *p.aliases, p.container_id[:12])))
-        return render_hosts(own, peers)
-
-    async def _write_files(self, container_id: str, network_ids: set[str]) -> None:
-        """Write this container's files and refresh the hosts files of its peers on `network_ids`."""
-        nets = {n.id: n for n in self._store.networks()}
-        hosts = self._hosts_for(container_id, nets)
-        mine = self._store.endpoints(container_id=container_id)
-        paths = self._store.etc(container_id)
-        if hosts is not None and paths is not None:
-            hostname = mine[0].hostname if mine else container_id[:12]
-            resolv = etcfiles.render_resolv_conf(etcfiles.read_host_resolv_conf(self._host_resolv_conf))
-            await asyncio.to_thread(etcfiles.write_all, paths, hostname, hosts, resolv)
-        await self._refresh_peers(network_ids, exclude=container_id)
-
-    async def _refresh_peers(self, network_ids: set[str], exclude: str) -> None:
-        nets = {n.id: n for n in self._store.networks()}
-        peers: set[str] = set()
-        for nid in network_ids:
-            if nid in nets and not nets[nid].default:
-                peers |= {e.container_id for e in self._store.endpoints(network_id=nid)}
-        peers.discard(exclude)
-        updates: list[tuple[Path, str]] = []
-        for cid in sorted(peers):
-            paths, text = self._store.etc(cid), self._hosts_for(cid, nets)
-            if paths is not None and text is not None:
-                updates.append((paths.hosts, text))
-        await asyncio.to_thread(_update_all, updates)
 
     # --- rules and reconciliation --------------------------------------------------------------------
 
@@ -582,10 +523,7 @@ class NetworkManager:
                 for cid in sorted(self._store.container_ids() - existing):
                     _log.info("network.orphan_removed", container_id=cid)
                     await self._teardown(cid)
-                if self._etc_dir is not None and self._etc_dir.is_dir():
-                    for entry in self._etc_dir.iterdir():
-                        if entry.name not in existing:
-                            await asyncio.to_thread(shutil.rmtree, entry, True)
+                await asyncio.to_thread(self._names.sweep, existing)
             for name in self._store.doomed_links():
                 await self._driver.remove_link(name)  # left by a crash during a background deletion
                 self._store.forget_doomed(name)
@@ -611,8 +549,3 @@ class NetworkManager:
         running containers keep their network."""
         await self.wait_idle()
         self._reservations.close()
-
-
-def _update_all(updates: list[tuple[Path, str]]) -> None:
-    for path, text in updates:
-        etcfiles.update_hosts(path, text)
