@@ -180,3 +180,25 @@ def test_sidecar_shares_the_other_containers_namespace_and_files(lab: Lab, dy: C
     lines = out.splitlines()
     assert lines[0] == "main" and f"inet {main_ip}/" in lines[1] and int(lines[2]) >= 1
     assert [e["container_name"] for e in inspect_network(dy, "pod")["endpoints"]] == ["main"]
+
+
+def test_connect_and_disconnect_a_running_container(lab: Lab, dy: Cli, image: str) -> None:
+    ok(dy("network", "create", "one"))
+    ok(dy("network", "create", "two"))
+    ok(dy("run", "-d", "--name", "srv", "--network", "two", *serve("srv")))
+    ok(dy("run", "-d", "--name", "cli", "--network", "one", IMAGE, "sleep", "300"))
+    fetch = ["exec", "cli", "sh", "-c", "timeout 3 wget -q -O - http://srv/; exit $?"]
+    assert dy(*fetch).returncode != 0
+
+    ok(dy("network", "connect", "--alias", "client2", "two", "cli"))
+    assert "eth1" in ok(dy("exec", "cli", "ip", "-4", "-o", "addr"))
+    wait_until(lambda: dy(*fetch).stdout == "srv\n", 10, "srv to answer cli over the second network")
+    assert "client2" in ok(dy("exec", "srv", "cat", "/etc/hosts"))  # the other member learnt the new name
+    again = dy("network", "connect", "two", "cli")
+    assert again.returncode != 0 and "already connected" in again.stderr
+
+    ok(dy("network", "disconnect", "two", "cli"))
+    assert "eth1" not in ok(dy("exec", "cli", "ip", "-4", "-o", "addr"))
+    assert "client2" not in ok(dy("exec", "srv", "cat", "/etc/hosts"))
+    assert dy(*fetch).returncode != 0
+    ok(dy("rm", "-f", "srv", "cli"))
