@@ -32,6 +32,7 @@ from typing import Any
 import agent.log
 from agent.build import dockerfile as df
 from agent.build import fileops
+from agent.build import instructions as ins
 from agent.build.cache import BuildCache, CacheEntry, base_key, step_key
 from agent.build.imageconfig import ImageState, LayerRef, created_by
 from agent.build.layer import LayerInfo, strip_overlay_metadata, write_layer
@@ -126,7 +127,7 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def describe(instr: df.Instruction) -> dict[str, Any]:
+def describe(instr: ins.Instruction) -> dict[str, Any]:
     """An expanded instruction as cache-key material (no line numbers or spelling)."""
     data = dataclasses.asdict(instr)
     for key in ("line", "text", "escape", "filename"):
@@ -238,7 +239,7 @@ class Builder:
         return env, declared
 
     def _proxy_env(self) -> list[str]:
-        return [f"{k}={v}" for k, v in sorted(self.options.build_args.items()) if k in df.PROXY_ARGS]
+        return [f"{k}={v}" for k, v in sorted(self.options.build_args.items()) if k in ins.PROXY_ARGS]
 
     # -- planning -------------------------------------------------------------------------------------
 
@@ -256,8 +257,8 @@ class Builder:
             needed.add(stage.index)
             refs = [stage.from_.expand(global_env).image]
             for instr in stage.instructions:
-                if isinstance(instr, df.Copy) and instr.from_stage:
-                    with contextlib.suppress(df.DockerfileError):
+                if isinstance(instr, ins.Copy) and instr.from_stage:
+                    with contextlib.suppress(ins.DockerfileError):
                         refs.append(instr.expand(global_env).from_stage or "")
             for ref in refs:
                 dep = self._stage_ref(ref, stage.index)
@@ -290,7 +291,7 @@ class Builder:
         for stage in stages:
             self.results[stage.index] = await self._build_stage(stage, global_env)
         unused = sorted(
-            k for k in self.options.build_args if k not in self.consumed and k not in df.PROXY_ARGS
+            k for k in self.options.build_args if k not in self.consumed and k not in ins.PROXY_ARGS
         )
         if unused:
             self.emit(
@@ -320,7 +321,7 @@ class Builder:
             await self._execute(ctx, instr, number)
         return _StageResult(ctx.state, ctx.key)
 
-    async def _base(self, from_: df.From, index: int) -> tuple[ImageState, str]:
+    async def _base(self, from_: ins.From, index: int) -> tuple[ImageState, str]:
         platform = Platform.parse(from_.platform) if from_.platform else self.target_platform
         if from_.image.lower() == "scratch":
             return ImageState.scratch(platform), base_key("scratch", str(platform))
@@ -340,7 +341,7 @@ class Builder:
         )
 
     async def _image(
-        self, ref: str, platform: Platform, instr: df.Instruction
+        self, ref: str, platform: Platform, instr: ins.Instruction
     ) -> tuple[ImageRecord, dict[str, Any]]:
         """An image from the store, pulled first when missing."""
         try:
@@ -352,7 +353,7 @@ class Builder:
         _, _, config, _ = await asyncio.to_thread(self.images.inspect, record.digest)
         return record, config
 
-    async def _pull(self, ref: str, platform: Platform, instr: df.Instruction) -> ImageRecord:
+    async def _pull(self, ref: str, platform: Platform, instr: ins.Instruction) -> ImageRecord:
         self.emit(MessageEvent(f"pulling {ref} ({platform}) ..."))
         try:
             registry = Reference.parse(ref).registry
@@ -368,18 +369,18 @@ class Builder:
 
     # -- steps ----------------------------------------------------------------------------------------
 
-    async def _execute(self, ctx: _StageCtx, instr: df.Instruction, number: int = 0) -> None:
-        if isinstance(instr, df.Arg):
+    async def _execute(self, ctx: _StageCtx, instr: ins.Instruction, number: int = 0) -> None:
+        if isinstance(instr, ins.Arg):
             self._arg(ctx, instr)
             return
         expanded = instr.expand(ctx.lookup())
-        if isinstance(expanded, df.Run):
+        if isinstance(expanded, ins.Run):
             await self._run(ctx, expanded, number)
-        elif isinstance(expanded, df.Copy):
+        elif isinstance(expanded, ins.Copy):
             await self._copy(ctx, expanded, number)
-        elif isinstance(expanded, df.Workdir):
+        elif isinstance(expanded, ins.Workdir):
             await self._workdir(ctx, expanded, number)
-        elif isinstance(expanded, df.From):
+        elif isinstance(expanded, ins.From):
             raise expanded.error("FROM is not allowed here")
         else:
             ctx.state.apply(expanded)
@@ -387,7 +388,7 @@ class Builder:
             entry = self._config_entry(ctx.key, expanded)
             ctx.state.add_history(entry.created, created_by(expanded, ctx.state.shell), empty_layer=True)
 
-    def _arg(self, ctx: _StageCtx, instr: df.Arg) -> None:
+    def _arg(self, ctx: _StageCtx, instr: ins.Arg) -> None:
         expanded = instr.expand(ctx.lookup())
         material: list[tuple[str, str | None]] = []
         for name, default in expanded.pairs:
@@ -399,10 +400,10 @@ class Builder:
             else:
                 value = self._global_declared.get(name)
             ctx.args[name] = value
-            material.append((name, None if name in df.PROXY_ARGS else value))
+            material.append((name, None if name in ins.PROXY_ARGS else value))
         ctx.key = step_key(ctx.key, {"keyword": "ARG", "values": material})
 
-    def _config_entry(self, key: str, instr: df.Instruction) -> CacheEntry:
+    def _config_entry(self, key: str, instr: ins.Instruction) -> CacheEntry:
         """Config-only steps are cached too: their history timestamps keep rebuilds identical."""
         entry = None if self.options.no_cache else self.cache.get(key)
         if entry is None:
@@ -433,7 +434,7 @@ class Builder:
         ctx.state.add_history(entry.created, description, empty_layer=entry.diff_id is None)
         ctx.key = entry.key
 
-    async def _run(self, ctx: _StageCtx, instr: df.Run, number: int) -> None:
+    async def _run(self, ctx: _StageCtx, instr: ins.Run, number: int) -> None:
         state = ctx.state
         argv = instr.command.argv(state.shell)
         env = state.env
@@ -471,7 +472,7 @@ class Builder:
             entry = await self._fs_step(ctx, key, description, action)
         self._apply_entry(ctx, entry, description)
 
-    async def _copy(self, ctx: _StageCtx, instr: df.Copy, number: int) -> None:
+    async def _copy(self, ctx: _StageCtx, instr: ins.Copy, number: int) -> None:
         source = await self._source_root(ctx, instr)
         try:
             try:
@@ -501,7 +502,7 @@ class Builder:
                             owner=owner,
                             keep_owner=source.keep_owner,
                             mode=int(instr.chmod, 8) if instr.chmod else None,
-                            extract_archives=isinstance(instr, df.Add),
+                            extract_archives=isinstance(instr, ins.Add),
                         )
                         fileops.copy_into(sources, multiple, rootfs, dest, options)
 
@@ -518,7 +519,7 @@ class Builder:
             if source.cleanup is not None:
                 await source.cleanup()
 
-    async def _source_root(self, ctx: _StageCtx, instr: df.Copy) -> _SourceRoot:
+    async def _source_root(self, ctx: _StageCtx, instr: ins.Copy) -> _SourceRoot:
         """The context, or (COPY --from) a read view of an earlier stage or an image."""
         if not instr.from_stage:
             return _SourceRoot(self.context_dir, "build context", keep_owner=False)
@@ -554,7 +555,7 @@ class Builder:
 
         return _SourceRoot(paths.rootfs, what, keep_owner=True, cleanup=cleanup)
 
-    async def _workdir(self, ctx: _StageCtx, instr: df.Workdir, number: int) -> None:
+    async def _workdir(self, ctx: _StageCtx, instr: ins.Workdir, number: int) -> None:
         ctx.state.apply(instr)
         workdir = ctx.state.workdir
         key = step_key(ctx.key, {"keyword": "WORKDIR", "path": workdir})

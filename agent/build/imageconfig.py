@@ -19,7 +19,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.build import dockerfile as df
+from agent.build import instructions as ins
 from agent.images.store import parse_created
 from agent.registry.platform import Platform
 
@@ -112,7 +112,7 @@ class ImageState:
 
     @property
     def shell(self) -> list[str]:
-        return [str(s) for s in self.config.get("Shell") or df.DEFAULT_SHELL]
+        return [str(s) for s in self.config.get("Shell") or ins.DEFAULT_SHELL]
 
     @property
     def workdir(self) -> str:
@@ -142,46 +142,46 @@ class ImageState:
             env.append(f"{key}={value}")
         self.config["Env"] = env
 
-    def apply(self, instr: df.Instruction) -> None:
+    def apply(self, instr: ins.Instruction) -> None:
         """Apply a config-only instruction (already expanded)."""
         cfg = self.config
-        if isinstance(instr, df.Env):
+        if isinstance(instr, ins.Env):
             for key, value in instr.pairs:
                 self.set_env(key, value)
-        elif isinstance(instr, df.Label):
+        elif isinstance(instr, ins.Label):
             labels = dict(cfg.get("Labels") or {})
             labels.update(dict(instr.pairs))
             cfg["Labels"] = labels
-        elif isinstance(instr, df.Workdir):
+        elif isinstance(instr, ins.Workdir):
             cfg["WorkingDir"] = self.absolute(instr.path).rstrip("/") or "/"
-        elif isinstance(instr, df.User):
+        elif isinstance(instr, ins.User):
             cfg["User"] = instr.user
-        elif isinstance(instr, df.Expose):
+        elif isinstance(instr, ins.Expose):
             ports = dict(cfg.get("ExposedPorts") or {})
             ports.update({p: {} for p in instr.ports})
             cfg["ExposedPorts"] = ports
-        elif isinstance(instr, df.Volume):
+        elif isinstance(instr, ins.Volume):
             volumes = dict(cfg.get("Volumes") or {})
             volumes.update({p: {} for p in instr.paths})
             cfg["Volumes"] = volumes
-        elif isinstance(instr, df.Cmd):
+        elif isinstance(instr, ins.Cmd):
             cfg["Cmd"] = instr.command.argv(self.shell)
             self.cmd_set = True
-        elif isinstance(instr, df.Entrypoint):
+        elif isinstance(instr, ins.Entrypoint):
             cfg["Entrypoint"] = instr.command.argv(self.shell)
             if not self.cmd_set:
                 cfg["Cmd"] = None
-        elif isinstance(instr, df.Shell):
+        elif isinstance(instr, ins.Shell):
             cfg["Shell"] = list(instr.argv)
-        elif isinstance(instr, df.StopSignal):
+        elif isinstance(instr, ins.StopSignal):
             cfg["StopSignal"] = instr.signal
-        elif isinstance(instr, df.Healthcheck):
+        elif isinstance(instr, ins.Healthcheck):
             cfg["Healthcheck"] = healthcheck(instr)
-        elif isinstance(instr, df.Onbuild):
+        elif isinstance(instr, ins.Onbuild):
             cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), instr.trigger]
-        elif isinstance(instr, df.Maintainer):
+        elif isinstance(instr, ins.Maintainer):
             self.author = instr.name
-        elif isinstance(instr, df.Arg):
+        elif isinstance(instr, ins.Arg):
             pass  # build-time only: nothing in the image
         else:
             raise TypeError(f"{instr.keyword} is not a config-only instruction")
@@ -235,7 +235,7 @@ class ImageState:
         return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def healthcheck(instr: df.Healthcheck) -> dict[str, Any]:
+def healthcheck(instr: ins.Healthcheck) -> dict[str, Any]:
     """Docker's `Healthcheck` config object (durations in nanoseconds, zero ones left out; a shell-form
     test is `CMD-SHELL`, which the runtime runs with /bin/sh -c)."""
     if instr.command is None:
@@ -255,19 +255,19 @@ def healthcheck(instr: df.Healthcheck) -> dict[str, Any]:
     return out
 
 
-def created_by(instr: df.Instruction, shell: list[str]) -> str:
+def created_by(instr: ins.Instruction, shell: list[str]) -> str:
     """The history `created_by` of a step, in the style `docker history` shows."""
-    if isinstance(instr, df.Run):
+    if isinstance(instr, ins.Run):
         return "RUN " + " ".join(instr.command.argv(shell))
-    if isinstance(instr, df.Copy):
+    if isinstance(instr, ins.Copy):
         flags = "".join(
             f"--{name}={value} "
             for name, value in (("from", instr.from_stage), ("chown", instr.chown), ("chmod", instr.chmod))
             if value
         )
         return f"{instr.keyword} {flags}{' '.join(instr.sources)} {instr.dest}"
-    if isinstance(instr, df.Workdir):
+    if isinstance(instr, ins.Workdir):
         return f"WORKDIR {instr.path}"
-    if isinstance(instr, df.KeyValues):
+    if isinstance(instr, ins.KeyValues):
         return f"{instr.keyword} " + " ".join(f"{k}={v}" for k, v in instr.pairs)
     return instr.text

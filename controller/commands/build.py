@@ -43,6 +43,7 @@ def _pairs(values: tuple[str, ...], flag: str, *, from_env: bool = False) -> dic
 def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     """Image references the Dockerfile pulls from (best effort: only for picking credentials)."""
     from agent.build import dockerfile as df
+    from agent.build import instructions as ins
     from agent.build.expand import SubstitutionError, process_word
     from agent.errors import InvalidArgument
 
@@ -63,7 +64,7 @@ def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     refs: set[str] = set()
     for stage in parsed.stages:
         words = [stage.from_.image] + [
-            i.from_stage for i in stage.instructions if isinstance(i, df.Copy) and i.from_stage
+            i.from_stage for i in stage.instructions if isinstance(i, ins.Copy) and i.from_stage
         ]
         for word in words:
             try:

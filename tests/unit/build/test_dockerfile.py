@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agent.build import dockerfile as df
+from agent.build import instructions as ins
 from agent.build.expand import SubstitutionError, process_word, split_words
 from agent.errors import InvalidArgument
 
@@ -22,7 +23,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def as_json(parsed: df.Dockerfile) -> dict[str, Any]:
-    def instr(i: df.Instruction) -> dict[str, Any]:
+    def instr(i: ins.Instruction) -> dict[str, Any]:
         data = dataclasses.asdict(i)
         data.pop("filename")
         data.pop("escape")
@@ -139,19 +140,19 @@ def test_split_words(text: str, words: list[str]) -> None:
 # ---- instruction expansion ----------------------------------------------------------------------------
 
 
-def first(text: str) -> df.Instruction:
+def first(text: str) -> ins.Instruction:
     return df.parse(f"FROM scratch\n{text}\n").stages[0].instructions[0]
 
 
 def test_env_values_see_the_environment_before_the_step() -> None:
     instr = first("ENV abc=bye def=$abc")
-    assert isinstance(instr, df.Env)
+    assert isinstance(instr, ins.Env)
     assert instr.expand({"abc": "hello"}).pairs == (("abc", "bye"), ("def", "hello"))
 
 
 def test_copy_expands_sources_dest_and_flags() -> None:
     instr = first('COPY --chown=$U:$G --from=${S} $SRC "${DST}x/"')
-    assert isinstance(instr, df.Copy)
+    assert isinstance(instr, ins.Copy)
     got = instr.expand({"U": "app", "G": "grp", "S": "build", "SRC": "a.txt", "DST": "/d"})
     assert (got.sources, got.dest, got.chown, got.from_stage) == (("a.txt",), "/dx/", "app:grp", "build")
 
@@ -163,13 +164,13 @@ def test_run_is_not_expanded() -> None:
 
 def test_expose_ranges_and_protocols() -> None:
     instr = first("EXPOSE $P 53/UDP 10-12")
-    assert isinstance(instr, df.Expose)
+    assert isinstance(instr, ins.Expose)
     assert instr.expand({"P": "80"}).ports == ("80/tcp", "53/udp", "10/tcp", "11/tcp", "12/tcp")
 
 
 def test_expansion_error_names_the_line() -> None:
     instr = first("WORKDIR ${X:?needs X}")
-    with pytest.raises(df.DockerfileError) as info:
+    with pytest.raises(ins.DockerfileError) as info:
         instr.expand({})
     assert info.value.line == 2
     assert str(info.value) == "Dockerfile line 2: WORKDIR: X: needs X"
@@ -187,13 +188,13 @@ def test_expansion_error_names_the_line() -> None:
     ],
 )
 def test_expansion_validation(text: str, message: str) -> None:
-    with pytest.raises(df.DockerfileError, match=message):
+    with pytest.raises(ins.DockerfileError, match=message):
         first(text).expand({})
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "term", "9", "SIGRTMIN+3", "SIGKILL"])
 def test_valid_signals(sig: str) -> None:
-    assert df.valid_signal(sig)
+    assert ins.valid_signal(sig)
 
 
 def test_durations() -> None:
@@ -249,9 +250,9 @@ def test_errors_name_the_line(text: str, line: int, reason: str | None) -> None:
     if reason is None:
         parsed = df.parse(text)
         run = parsed.stages[0].instructions[0]
-        assert isinstance(run, df.Run) and run.command.args == ("true  FOO",)
+        assert isinstance(run, ins.Run) and run.command.args == ("true  FOO",)
         return
-    with pytest.raises(df.DockerfileError) as info:
+    with pytest.raises(ins.DockerfileError) as info:
         df.parse(text)
     assert isinstance(info.value, InvalidArgument)
     assert info.value.line == line
@@ -260,23 +261,23 @@ def test_errors_name_the_line(text: str, line: int, reason: str | None) -> None:
 
 
 def test_filename_in_errors() -> None:
-    with pytest.raises(df.DockerfileError, match=r"^build/Containerfile line 1: unknown instruction: BAD"):
+    with pytest.raises(ins.DockerfileError, match=r"^build/Containerfile line 1: unknown instruction: BAD"):
         df.parse("BAD x\n", filename="build/Containerfile")
 
 
 def test_command_argv_by_form() -> None:
-    shell = df.Command(exec_form=False, args=("echo $X",))
-    exe = df.Command(exec_form=True, args=("echo", "$X"))
+    shell = ins.Command(exec_form=False, args=("echo $X",))
+    exe = ins.Command(exec_form=True, args=("echo", "$X"))
     assert shell.argv(["/bin/sh", "-c"]) == ["/bin/sh", "-c", "echo $X"]
     assert exe.argv(["/bin/sh", "-c"]) == ["echo", "$X"]
 
 
 def test_json_lookalike_is_shell_form() -> None:
     instr = first("CMD [not json]")
-    assert isinstance(instr, df.Cmd)
-    assert instr.command == df.Command(exec_form=False, args=("[not json]",))
+    assert isinstance(instr, ins.Cmd)
+    assert instr.command == ins.Command(exec_form=False, args=("[not json]",))
     mixed = first('CMD ["a", 1]')
-    assert isinstance(mixed, df.Cmd) and not mixed.command.exec_form
+    assert isinstance(mixed, ins.Cmd) and not mixed.command.exec_form
 
 
 def test_stage_lookup() -> None:
@@ -290,9 +291,9 @@ def test_stage_lookup() -> None:
 def test_bom_and_crlf() -> None:
     parsed = df.parse("\ufeffFROM a\r\nRUN echo hi\r\n")
     run = parsed.stages[0].instructions[0]
-    assert isinstance(run, df.Run) and run.command.args == ("echo hi",)
+    assert isinstance(run, ins.Run) and run.command.args == ("echo hi",)
 
 
 def test_parse_instruction_for_onbuild_triggers() -> None:
     instr = df.parse_instruction("COPY . /app", 7)
-    assert isinstance(instr, df.Copy) and instr.line == 7 and instr.dest == "/app"
+    assert isinstance(instr, ins.Copy) and instr.line == 7 and instr.dest == "/app"

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agent.build import dockerfile as df
+from agent.build import instructions as ins
 from agent.build.cache import BuildCache, CacheEntry, base_key, step_key
 from agent.build.imageconfig import EPOCH, ImageState, LayerRef, created_by, healthcheck
 from agent.registry.platform import Platform
@@ -14,7 +15,7 @@ from agent.state.db import Database
 AMD64 = Platform("linux", "amd64")
 
 
-def instr(text: str) -> df.Instruction:
+def instr(text: str) -> ins.Instruction:
     return df.parse(f"FROM scratch\n{text}\n").stages[0].instructions[0].expand({})
 
 
@@ -87,12 +88,12 @@ def test_ports_volumes_user_stopsignal_onbuild_maintainer() -> None:
 
 def test_healthcheck_document() -> None:
     hc = instr("HEALTHCHECK --interval=5s --retries=2 CMD curl -f x")
-    assert isinstance(hc, df.Healthcheck)
+    assert isinstance(hc, ins.Healthcheck)
     assert healthcheck(hc) == {"Test": ["CMD-SHELL", "curl -f x"], "Interval": 5_000_000_000, "Retries": 2}
     exec_form = instr('HEALTHCHECK CMD ["true"]')
-    assert isinstance(exec_form, df.Healthcheck) and healthcheck(exec_form) == {"Test": ["CMD", "true"]}
+    assert isinstance(exec_form, ins.Healthcheck) and healthcheck(exec_form) == {"Test": ["CMD", "true"]}
     none = instr("HEALTHCHECK NONE")
-    assert isinstance(none, df.Healthcheck) and healthcheck(none) == {"Test": ["NONE"]}
+    assert isinstance(none, ins.Healthcheck) and healthcheck(none) == {"Test": ["NONE"]}
 
 
 def test_base_onbuild_becomes_triggers_and_is_not_inherited() -> None:
