@@ -8,6 +8,7 @@ build with its own runtime; progress comes back line by line (`Step 3/9 : RUN â€
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _layer_line(layer: Any) -> str:
     "--file",
     "dockerfile",
     type=click.Path(path_type=Path),
-    help="the Dockerfile (default CONTEXT/Dockerfile)",
+    help="the Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)",
 )
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]", help="set a build-time ARG")
 @click.option("--target", metavar="STAGE", help="build up to this stage")
@@ -130,7 +131,7 @@ def build(
 
     path = dockerfile if dockerfile is not None else context / "Dockerfile"
     try:
-        text = path.read_text()
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
     except FileNotFoundError:
         raise UsageError(f"cannot find the Dockerfile {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -353,6 +353,8 @@ def test_cache_hits_misses_and_no_cache(
 
     fresh = ok(bcli("build", "--no-cache", "-t", "cached:1", str(ctx))).stdout
     assert "CACHED" not in fresh and printed(fresh, "step-one")
+    from_stdin = ok(bcli("build", "-q", "-f", "-", str(ctx), input=CACHE.encode())).stdout.strip()
+    assert from_stdin.split(":", 1)[1].startswith(built_id(fresh))  # the Dockerfile from stdin: all cached
     listing = ok(bcli("run", "--rm", "cached:1", "sh", "-c", "cat /b.txt; ls -a /ctx")).stdout.split()
     assert listing[0] == "A2"
     assert "ignored.log" not in listing and "keep.txt" in listing and ".dockerignore" in listing
