@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -349,6 +350,7 @@ class NetworkManager:
                 raise
 
     async def _attach_locked(self, req: AttachRequest, netns_path: str) -> AttachResult:
+        started = time.perf_counter()
         primary = (
             self._ensure_default_record() if req.network in ("", DEFAULT_NETWORK) else self.get(req.network)
         )
@@ -381,6 +383,7 @@ class NetworkManager:
             networks=[a.network.name for a in attached],
             ip=str(attached[0].endpoint.address.ip),
             ports=[str(p.mapping) for p in published],
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return AttachResult(tuple(attached), tuple(p.mapping for p in published))
 
