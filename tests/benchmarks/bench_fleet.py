@@ -1,4 +1,4 @@
-"""Fleet benchmark: `dockyard -H <N hosts> ping|info` against `ansible -m raw true` and `parallel-ssh true`.
+"""Fleet benchmark: `dockyard -H <N hosts> ping|info|ps` vs `ansible -m raw true` and `parallel-ssh true`.
 
 Makes the largest N test hosts once (network + mount namespaces with their own sshd, as the tests do),
 times `dockyard bootstrap` of the first 10 in parallel, bootstraps the rest, then for each N times whole
@@ -106,7 +106,12 @@ def run(fleet: Fleet, work: Path, sizes: list[int], repeat: int) -> None:
     known_hosts.write_text("".join(f"{h.address} {Path(f'{h.host_key}.pub').read_text()}" for h in hosts))
     ssh_opts = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o BatchMode=yes"
     have_ansible, have_pssh = shutil.which("ansible"), shutil.which("parallel-ssh")
-    exec_available = subprocess.run([DOCKYARD, "exec", "--help"], capture_output=True).returncode == 0
+    ps_available = subprocess.run([DOCKYARD, "ps", "--help"], capture_output=True).returncode == 0
+    # exec across hosts needs a running container on each and a multi-host exec; probe the latter.
+    probe = subprocess.run(
+        [DOCKYARD, "-H", "@b10", "exec", "none", "true"], env=env, capture_output=True, text=True
+    )
+    exec_available = "one host at a time" not in probe.stderr
 
     for n in sizes:
         print(f"\n== N = {n} hosts (median of {repeat} runs, whole command)")
@@ -114,8 +119,10 @@ def run(fleet: Fleet, work: Path, sizes: list[int], repeat: int) -> None:
         results: dict[str, float] = {}
         results["dockyard ping"] = median_of([DOCKYARD, "-H", group, "ping"], env, repeat)
         results["dockyard info"] = median_of([DOCKYARD, "-H", group, "info"], env, repeat)
+        if ps_available:
+            results["dockyard ps"] = median_of([DOCKYARD, "-H", group, "ps"], env, repeat)
         if not exec_available:
-            print("  dockyard exec: skipped (no `dockyard exec` command in this build)")
+            print("  dockyard exec: skipped (exec runs on one host at a time in this build)")
         addrs = [h.address for h in hosts[:n]]
         if have_ansible:
             inv_file = work / f"ansible-{n}.ini"
@@ -143,7 +150,9 @@ def run(fleet: Fleet, work: Path, sizes: list[int], repeat: int) -> None:
             print("  parallel-ssh: skipped (not installed)")
         for name, value in results.items():
             print(f"  {name:<20} {value:7.3f} s")
-        for ours in ("dockyard ping", "dockyard info"):
+        for ours in ("dockyard ping", "dockyard info", "dockyard ps"):
+            if ours not in results:
+                continue
             for peer in ("parallel-ssh true", "ansible raw true"):
                 if peer in results:
                     print(f"  {ours} / {peer}: {results[ours] / results[peer]:.3f}x")

@@ -199,6 +199,22 @@ class TestHost:
         out = sh("ip", "netns", "pids", self.netns, check=False).stdout
         return [int(p) for p in out.split()]
 
+    def all_pids(self) -> list[int]:
+        """Processes in the namespace and all their descendants (containers have namespaces of their own)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                ppid = _ppid(int(entry.name))
+                children.setdefault(ppid, []).append(int(entry.name))
+        found: list[int] = []
+        todo = self.pids()
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.append(pid)
+                todo.extend(children.get(pid, []))
+        return found
+
     def read_pidfile(self, path: str) -> int | None:
         try:
             return int(self.private(path).read_text().strip())
@@ -209,12 +225,11 @@ class TestHost:
         """Kill everything in the namespace (SIGTERM, then SIGKILL), then remove it."""
         if self.sshd_proc is not None:
             self.sshd_proc.terminate()
-        pids = self.pids()
-        for pid in pids:
+        for pid in self.all_pids():
             _signal(pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: not self.pids(), 5, f"processes of {self.name}")
-        for pid in self.pids():
+        for pid in self.all_pids():
             _signal(pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: not self.pids(), 5, f"processes of {self.name} after SIGKILL")
