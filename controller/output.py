@@ -33,7 +33,10 @@ class Fields:
 
 
 def console(stream: TextIO | None = None) -> Console:
-    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+    """A console for tables and text. Off a terminal, lines are never wrapped (scripts parse them)."""
+    stream = stream or sys.stdout
+    width = None if stream.isatty() else 100_000
+    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
 
 
 def print_table(table: Table, out: Console, *, host_column: Sequence[str] | None = None) -> None:

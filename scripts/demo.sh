@@ -26,8 +26,31 @@ step dockyard version
 "$DOCKYARD" version
 step dockyard info
 "$DOCKYARD" info
-# >>> demo steps (images, containers)
-# <<< demo steps
+
+# An image made of the host's busybox-static: one binary plus its applet links, imported like `docker import`.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
+cp /bin/busybox "$WORK/rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do
+  [ "$applet" = busybox ] || ln -sf busybox "$WORK/rootfs/bin/$applet"
+done
+echo "root:x:0:0:root:/root:/bin/sh" >"$WORK/rootfs/etc/passwd"
+echo "root:x:0:" >"$WORK/rootfs/etc/group"
+tar -C "$WORK/rootfs" -cf "$WORK/busybox.tar" .
+
+step dockyard import busybox.tar busybox:demo
+"$DOCKYARD" import -c 'CMD ["/bin/sh"]' "$WORK/busybox.tar" busybox:demo
+step dockyard images
+"$DOCKYARD" images
+"$DOCKYARD" rm -f hello >/dev/null 2>&1 || true
+GREETING='echo "Hello from Dockyard: PID $$ in container $(hostname)"'
+step "dockyard run --name hello busybox:demo sh -c '$GREETING'"
+"$DOCKYARD" run --name hello busybox:demo sh -c "$GREETING"
+step dockyard ps -a
+"$DOCKYARD" ps -a
+step dockyard logs hello
+"$DOCKYARD" logs hello
 
 printf '\nThe agent keeps running (pid %s); stop it with: kill %s\n' "$(cat "$PIDFILE" 2>/dev/null || echo '?')" \
   "$(cat "$PIDFILE" 2>/dev/null || echo '<pid>')"
