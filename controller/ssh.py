@@ -87,8 +87,21 @@ class KnownHosts:
             return asyncssh.import_known_hosts("")
 
     def keys_for(self, address: str, port: int) -> list[asyncssh.SSHKey]:
-        match = self.load().match(address, address, port if port != 22 else None)
-        return list(match[0])
+        """Keys recorded for exactly this address and port (plain `host` or `[host]:port` patterns)."""
+        want = self.pattern(address, port)
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        keys = []
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 3 and not line.startswith("#") and want in fields[0].split(","):
+                try:
+                    keys.append(asyncssh.import_public_key(" ".join(fields[1:3])))
+                except asyncssh.KeyImportError:
+                    continue
+        return keys
 
     def add(self, address: str, port: int, key: asyncssh.SSHKey) -> None:
         line = f"{self.pattern(address, port)} {key.export_public_key().decode().strip()}\n"
