@@ -73,8 +73,6 @@ from agent.state.events import EventLog
 log = agent.log.get(__name__)
 
 KILL_WAIT = 10.0
-ROTATE_INTERVAL = 0.25
-LOG_BACKSTOP = 4  # conmon truncates a log at this many times the rotation size
 UNKNOWN_EXIT = 255
 
 
@@ -189,6 +187,7 @@ class ContainerManager:
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._rotations: logs.Rotations | None = None
         volumes.users_of = self.volume_users
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -249,8 +248,8 @@ class ContainerManager:
     async def start(self) -> None:
         """Adopt running containers, record exits that happened while down, clean half-done work."""
         monitor.become_subreaper()
+        self._rotations = logs.Rotations(self.settings.log_max_files)
         await self._reconcile()
-        self._spawn(self._rotate_logs_forever(), "containers.log-rotation")
 
     async def stop(self) -> None:
         """Stop watching; containers keep running under conmon and are re-adopted at the next start."""
@@ -261,6 +260,9 @@ class ContainerManager:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._rotations is not None:
+            self._rotations.close()
+            self._rotations = None
 
     # ---- create ------------------------------------------------------------------------------------
 
@@ -420,7 +422,7 @@ class ContainerManager:
             log_path=paths.log,
             pidfile=paths.pidfile,
             conmon_pidfile=paths.conmon_pidfile,
-            log_size_max=self.settings.log_max_size * LOG_BACKSTOP,
+            log_size_max=self.settings.log_max_size,
             terminal=opts.tty,
             stdin=opts.stdin_open,
         )
@@ -486,7 +488,16 @@ class ContainerManager:
     # ---- exits ---------------------------------------------------------------------------------------
 
     async def _watch(self, cid: str, run: RunState) -> None:
-        await monitor.wait_pid_exit(run.conmon_pid)
+        log_path = self.paths(cid).log
+        if self._rotations is not None:
+            self._rotations.watch(log_path)
+        try:
+            await monitor.wait_pid_exit(run.conmon_pid)
+        finally:
+            if self._rotations is not None:
+                self._rotations.unwatch(log_path)
+        with contextlib.suppress(OSError):
+            logs.collect(log_path, self.settings.log_max_files)
         run.conmon_exited.set()
         await self._record_exit(cid, run, monitor.read_exit(self.paths(cid).run))
 
@@ -1028,26 +1039,6 @@ class ContainerManager:
         async for e in logs.follow(path, done=run.conmon_exited, from_start=False):
             if last is None or e.time_ns >= last:
                 yield e
-
-    async def _rotate_logs_forever(self) -> None:
-        """Rotate logs that reached the size limit (a stat per running container every 250 ms).
-
-        conmon's own `--log-size-max` (4× the limit) only truncates, losing lines, so this check runs
-        often enough that a container has to write ~12 MB/s (at the 10 MB default) to outrun it.
-        """
-        while True:
-            await asyncio.sleep(ROTATE_INTERVAL)
-            for rec in self.store.all(frozenset({Status.RUNNING, Status.PAUSED})):
-                paths = self.paths(rec.id)
-                if not logs.needs_rotation(paths.log, self.settings.log_max_size):
-                    continue
-                try:
-                    await asyncio.to_thread(logs.rotate, paths.log, self.settings.log_max_files)
-                except OSError as exc:
-                    log.warning("container.log_rotation_failed", id=rec.id, error=str(exc))
-                    continue
-                logs.request_reopen(paths.root / "ctl")
-                log.info("container.log_rotated", id=rec.id)
 
     # ---- reconcile -----------------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """Container logs in conmon's CRI ("k8s-file") format: parse, read with tail/since, follow, rotate.
 
 One line per chunk: `<RFC3339Nano time> <stdout|stderr> <F|P> <text>`. `F` ends a line (conmon dropped
-its newline), `P` is a partial chunk continued by the next entry of the same stream. Files rotate as
-`ctr.log.N … ctr.log.1, ctr.log` (oldest first): the agent renames and then asks conmon to reopen, so
-no line is lost; conmon's own `--log-size-max` is only the hard backstop.
+its newline), `P` is a partial chunk continued by the next entry of the same stream.
+
+Rotation: conmon itself starts a new file whenever `--log-size-max` bytes were written (it writes
+`ctr.log.tmp` and renames it over `ctr.log`), which alone would drop the old content. The agent keeps a
+second hard link, `ctr.log.keep`, to the current file; when inotify reports conmon's rename, the kept
+file becomes `ctr.log.1` (older ones shift, at most `max_files` in all) and the new file is linked. So
+files never exceed the size limit, nothing is lost while the agent runs, and while it is down the log
+stays bounded (conmon truncates; the content written meanwhile beyond one file is what is lost).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import ctypes
 import ctypes.util
 import os
 import re
-from collections import deque
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import agent.log
 
@@ -27,7 +33,6 @@ log = agent.log.get(__name__)
 _TIME_RE = re.compile(
     rb"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$"
 )
-REOPEN_LOGS = b"2 0 0\n"
 
 
 @dataclass(frozen=True)
@@ -77,16 +82,26 @@ def parse_line(line: bytes) -> LogEntry | None:
 
 
 def log_files(path: Path) -> list[Path]:
-    """The current log and its rotated predecessors, oldest first."""
+    """The current log and its rotated predecessors, oldest first (a kept file not yet shifted included)."""
     rotated: list[tuple[int, Path]] = []
     for p in path.parent.glob(path.name + ".*"):
         suffix = p.name[len(path.name) + 1 :]
         if suffix.isdigit():
             rotated.append((int(suffix), p))
     files = [p for _, p in sorted(rotated, reverse=True)]
+    keep = keep_path(path)
+    try:
+        if keep.stat().st_ino != path.stat().st_ino:
+            files.append(keep)
+    except FileNotFoundError:
+        pass
     if path.exists():
         files.append(path)
     return files
+
+
+def keep_path(path: Path) -> Path:
+    return path.with_name(path.name + ".keep")
 
 
 def _entries_of(data: bytes) -> list[LogEntry]:
@@ -99,39 +114,72 @@ def _entries_of(data: bytes) -> list[LogEntry]:
     return out
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a reader stopped in a log file: its inode and the offset after its last complete line."""
+
+    inode: int
+    offset: int
+
+
 def read_entries(
     path: Path, *, since_ns: int | None = None, until_ns: int | None = None, tail: int | None = None
 ) -> list[LogEntry]:
     """Entries across rotated files; `tail` counts complete lines per Docker (partials join their line)."""
-    selected: deque[LogEntry] | list[LogEntry] = deque() if tail is not None else []
-    lines_kept = 0
+    return read_with_position(path, since_ns=since_ns, until_ns=until_ns, tail=tail)[0]
+
+
+def read_with_position(
+    path: Path, *, since_ns: int | None = None, until_ns: int | None = None, tail: int | None = None
+) -> tuple[list[LogEntry], Position | None]:
+    """`read_entries` plus the position in the current file, so `follow(start=…)` continues gaplessly."""
+    selected: list[LogEntry] = []
+    position: Position | None = None
     for f in log_files(path):
         try:
-            data = f.read_bytes()
+            with f.open("rb") as fh:
+                inode = os.fstat(fh.fileno()).st_ino
+                data = fh.read()
         except FileNotFoundError:
             continue
-        for entry in _entries_of(data):
+        complete = data.rfind(b"\n") + 1
+        if f == path:
+            position = Position(inode, complete)
+        for entry in _entries_of(data[:complete]):
             if since_ns is not None and entry.time_ns < since_ns:
                 continue
             if until_ns is not None and entry.time_ns > until_ns:
                 continue
             selected.append(entry)
-            if not entry.partial:
-                lines_kept += 1
     if tail is None:
-        return list(selected)
+        return selected, position
     if tail <= 0:
-        return []
+        return [], position
     # walk back `tail` complete lines
     result: list[LogEntry] = []
-    complete = 0
+    count = 0
     for entry in reversed(selected):
         if not entry.partial:
-            if complete == tail:
+            if count == tail:
                 break
-            complete += 1
+            count += 1
         result.append(entry)
-    return list(reversed(result))
+    return list(reversed(result)), position
+
+
+def _open_at(path: Path, start: Position) -> tuple[BinaryIO, int] | None:
+    """The file (current or rotated) with `start.inode`, positioned at `start.offset`."""
+    for candidate in [path, *reversed(log_files(path))]:
+        try:
+            fh = candidate.open("rb")
+        except FileNotFoundError:
+            continue
+        inode = os.fstat(fh.fileno()).st_ino
+        if inode == start.inode:
+            fh.seek(start.offset)
+            return fh, inode
+        fh.close()
+    return None
 
 
 class _DirWatch:
@@ -177,19 +225,29 @@ class _DirWatch:
 
 
 async def follow(
-    path: Path, *, done: asyncio.Event, from_start: bool = True, since_ns: int | None = None
+    path: Path,
+    *,
+    done: asyncio.Event,
+    from_start: bool = True,
+    since_ns: int | None = None,
+    start: Position | None = None,
 ) -> AsyncIterator[LogEntry]:
     """Yield entries as conmon writes them, across rotations, until `done` is set and the file drained.
 
     `done` must be set only once nothing more will be written (conmon has exited); setting it wakes the
-    follower at once. With `from_start=False` only entries written after the call are yielded.
+    follower at once. `start` continues exactly where `read_with_position` stopped (even if the file was
+    rotated meanwhile); without it, `from_start=False` yields only entries written after the call.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     watch = _DirWatch(path.parent)
     waker = asyncio.ensure_future(_wake_on(done, watch))
-    f = None
+    f: BinaryIO | None = None
     ino = -1
     pending = b""
+    if start is not None:
+        opened = _open_at(path, start)
+        if opened is not None:
+            f, ino = opened
     try:
         while True:
             if f is None:
@@ -237,18 +295,13 @@ async def _wake_on(done: asyncio.Event, watch: _DirWatch) -> None:
     watch.wake()
 
 
-def needs_rotation(path: Path, max_size: int) -> bool:
-    try:
-        return max_size > 0 and path.stat().st_size >= max_size
-    except FileNotFoundError:
-        return False
-
-
-def rotate(path: Path, max_files: int) -> None:
-    """Shift ctr.log → ctr.log.1 → … keeping `max_files` files in all (the current one included)."""
+def rotate(path: Path, max_files: int, newest: Path | None = None) -> None:
+    """Shift ctr.log.N → ctr.log.N+1 and move `newest` (default: the current file) to ctr.log.1,
+    keeping `max_files` files in all (the current one included)."""
+    newest = newest or path
     keep = max(1, max_files) - 1
     if keep == 0:
-        path.unlink(missing_ok=True)
+        newest.unlink(missing_ok=True)
         return
     for p in path.parent.glob(path.name + ".*"):
         suffix = p.name[len(path.name) + 1 :]
@@ -258,20 +311,93 @@ def rotate(path: Path, max_files: int) -> None:
         older = path.with_name(f"{path.name}.{n}")
         if older.exists():
             os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
-    if path.exists():
-        os.replace(path, path.with_name(f"{path.name}.1"))
+    if newest.exists():
+        os.replace(newest, path.with_name(f"{path.name}.1"))
 
 
-def request_reopen(ctl_fifo: Path) -> bool:
-    """Ask the conmon serving `ctl_fifo` to reopen its log file; False when nobody listens."""
+def collect(path: Path, max_files: int) -> bool:
+    """Keep what conmon replaced (see the module docstring) and link the current file; True if rotated."""
+    keep = keep_path(path)
+    rotated = False
     try:
-        fd = os.open(ctl_fifo, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
+        current = path.stat().st_ino
+    except FileNotFoundError:
+        current = -1
     try:
-        os.write(fd, REOPEN_LOGS)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+        if keep.stat().st_ino != current:
+            rotate(path, max_files, newest=keep)
+            rotated = True
+    except FileNotFoundError:
+        pass
+    if current != -1 and not keep.exists():
+        try:
+            os.link(path, keep)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # replaced again in between: the next event links it
+            pass
+    return rotated
+
+
+class Rotations:
+    """One inotify instance watching the log directories of running containers for conmon's renames."""
+
+    IN_MOVED_TO = 0x80
+    IN_CREATE = 0x100
+    IN_NONBLOCK = 0o4000
+    IN_CLOEXEC = 0o2000000
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, max_files: int) -> None:
+        self.max_files = max_files
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self.fd = self._libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._by_wd: dict[int, Path] = {}
+        self._by_path: dict[Path, int] = {}
+        asyncio.get_running_loop().add_reader(self.fd, self._on_events)
+
+    def watch(self, path: Path) -> None:
+        """Start keeping `path`'s replaced files (call when a run starts or is adopted)."""
+        if path in self._by_path:
+            collect(path, self.max_files)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wd = self._libc.inotify_add_watch(
+            self.fd, str(path.parent).encode(), self.IN_MOVED_TO | self.IN_CREATE
+        )
+        if wd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path.parent))
+        self._by_wd[wd] = path
+        self._by_path[path] = wd
+        collect(path, self.max_files)
+
+    def unwatch(self, path: Path) -> None:
+        wd = self._by_path.pop(path, None)
+        if wd is not None:
+            self._by_wd.pop(wd, None)
+            self._libc.inotify_rm_watch(self.fd, wd)
+
+    def _on_events(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        offset = 0
+        while offset + self._EVENT.size <= len(data):
+            wd, _mask, _cookie, length = self._EVENT.unpack_from(data, offset)
+            name = data[offset + self._EVENT.size : offset + self._EVENT.size + length].rstrip(b"\0")
+            offset += self._EVENT.size + length
+            path = self._by_wd.get(wd)
+            if path is not None and name == path.name.encode():
+                try:
+                    if collect(path, self.max_files):
+                        log.info("container.log_rotated", path=str(path))
+                except OSError as exc:
+                    log.warning("container.log_rotation_failed", path=str(path), error=str(exc))
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        os.close(self.fd)
