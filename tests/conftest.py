@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent import AgentProcess, FleetPki, run_cli
+from tests.support.agent import AgentProcess, FleetPki, run_cli, sweep_unheld_slots
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -25,6 +25,13 @@ def _failed(request: pytest.FixtureRequest) -> bool:
         getattr(request.node, f"rep_{w}", None) and getattr(request.node, f"rep_{w}").failed
         for w in ("setup", "call")
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_test_networks() -> Iterator[None]:
+    """Test agents' bridges and nft tables are removed even when an agent or a test process died."""
+    yield
+    sweep_unheld_slots()
 
 
 @pytest.fixture
@@ -49,6 +56,7 @@ def agent_factory(
     yield make
     for agent in started:
         agent.stop()
+        agent.release()
         if _failed(request):
             print(f"\n----- agent log {agent.root} -----\n{agent.log_text()[-20000:]}")
 

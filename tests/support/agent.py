@@ -9,6 +9,7 @@ SIGTERM → wait → SIGKILL.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -21,6 +22,73 @@ from pathlib import Path
 from typing import Any
 
 from controller import pki
+
+SLOT_DIR = Path("/run/dockyard-test-slots")
+SLOTS = 64
+
+
+class NetworkSlot:
+    """A test agent's private default network (bridge, subnet, pool, nft table), unique machine-wide.
+
+    Agents alive at the same time — in one test, or in test runs of several engineers — must not share a
+    bridge or an nftables table. A slot is an flock on /run/dockyard-test-slots/N held while the
+    AgentProcess lives; the kernel releases it if the test process dies.
+    """
+
+    def __init__(self) -> None:
+        SLOT_DIR.mkdir(parents=True, exist_ok=True)
+        for n in range(SLOTS):
+            f = (SLOT_DIR / str(n)).open("a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            self.number, self._file = n, f
+            return
+        raise RuntimeError(f"all {SLOTS} test network slots are taken")
+
+    def config(self) -> dict[str, str]:
+        n = self.number
+        return {
+            "network_bridge": f"dyt{n}br",
+            "network_subnet": f"10.240.{n}.0/24",
+            "network_pool": f"10.241.{4 * n}.0/22",
+            "network_name_prefix": f"t{n:02d}",
+            "network_nft_table": f"dyt{n}",
+        }
+
+    def release(self) -> None:
+        sweep_slot(self.number)
+        self._file.close()
+
+
+def sweep_slot(n: int) -> None:
+    """Delete what an agent of slot `n` may have left in the kernel: its links and its nft table."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    for line in links.splitlines():
+        name = line.split(":", 2)[1].strip().split("@", 1)[0]
+        if name == f"dyt{n}br" or name.startswith(f"t{n:02d}"):
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    subprocess.run(["nft", "delete", "table", "inet", f"dyt{n}"], capture_output=True, check=False)
+
+
+def sweep_unheld_slots() -> None:
+    """At the end of a run: sweep every slot no live test process holds (crashed runs leave these)."""
+    if not SLOT_DIR.exists():
+        return
+    for n in range(SLOTS):
+        with (SLOT_DIR / str(n)).open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            sweep_slot(n)
+
+
+def _toml_value(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
 
 BIN = Path(sys.executable).parent
 AGENT_BIN = str(BIN / "dockyard-agent")
@@ -104,8 +172,29 @@ class AgentProcess:
             args += ["--listen", self.listen, "--tls-dir", str(self.tls_dir)]
         return args + list(self.extra_args)
 
+    def _isolate_network(self) -> None:
+        """Give the agent its own network slot unless its config file already names its network."""
+        if getattr(self, "_slot", None) is None:
+            self._slot: NetworkSlot | None = NetworkSlot()
+        assert self._slot is not None
+        args = list(self.extra_args)
+        if "--config" in args:
+            cfg = Path(args[args.index("--config") + 1])
+            text = cfg.read_text() if cfg.exists() else ""
+        else:
+            cfg = self.root / "agent-test.toml"
+            text = ""
+            args += ["--config", str(cfg)]
+        keys = self._slot.config()
+        lines = [f"{k} = {_toml_value(v)}" for k, v in keys.items() if not _has_key(text, k)]
+        if lines:
+            # top-level keys must precede any [table] header
+            cfg.write_text("\n".join(lines) + "\n" + text)
+        self.extra_args = args
+
     def start(self, timeout: float = 20.0) -> AgentProcess:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._isolate_network()
         log = self.log_path.open("ab")
         self._log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
@@ -163,11 +252,21 @@ class AgentProcess:
                 self.proc.wait(5)
         return self.proc.returncode
 
+    def release(self) -> None:
+        slot = getattr(self, "_slot", None)
+        if slot is not None:
+            slot.release()
+            self._slot = None
+
     def kill(self) -> None:
         """SIGKILL without any chance to clean up (crash simulation)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def _has_key(toml_text: str, key: str) -> bool:
+    return any(line.split("=", 1)[0].strip() == key for line in toml_text.splitlines() if "=" in line)
 
 
 def run_cli(
