@@ -95,25 +95,42 @@ async def build(cache: Path, python: str, arch: str) -> Wheelhouse:
     tmp = cache / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    # Build from a clean copy: setuptools would reuse (and ship stale files from) the tree's build/.
+    source = cache / f".{key}.src-{os.getpid()}"
+    shutil.rmtree(source, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, source / name)
+    for top in _SOURCE_DIRS:
+        shutil.copytree(root / top, source / top, ignore=skip)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    if (python, arch) == local_platform():
-        await _run([*pip, "wheel", "--wheel-dir", str(tmp), str(root), "pip"])
-    else:
-        await _run([*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp), str(root)])
-        py_nodot = python.replace(".", "")
-        await _run(
-            [*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--implementation", "cp"]
-            + ["--python-version", python, "--abi", f"cp{py_nodot}", "--abi", "abi3", "--abi", "none"]
-            + ["--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_28_{arch}"]
-            + ["--platform", f"manylinux_2_34_{arch}", "--platform", "any"]
-            + [str(w) for w in tmp.glob("dockyard-*.whl")]
-            + ["pip"]
-        )
+    try:
+        if (python, arch) == local_platform():
+            await _run([*pip, "wheel", "--wheel-dir", str(tmp), str(source), "pip"])
+        else:
+            await _run([*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp), str(source)])
+            await _download_for(pip, tmp, python, arch)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
     digest = digest_of(tmp)
     (tmp / ".complete").write_text(digest + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return Wheelhouse(dest, digest)
+
+
+async def _download_for(pip: list[str], tmp: Path, python: str, arch: str) -> None:
+    """Binary wheels of the dependencies for another Python version or architecture."""
+    py_nodot = python.replace(".", "")
+    await _run(
+        [*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--implementation", "cp"]
+        + ["--python-version", python, "--abi", f"cp{py_nodot}", "--abi", "abi3", "--abi", "none"]
+        + ["--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_28_{arch}"]
+        + ["--platform", f"manylinux_2_34_{arch}", "--platform", "any"]
+        + [str(w) for w in tmp.glob("dockyard-*.whl")]
+        + ["pip"]
+    )
 
 
 async def _run(argv: list[str]) -> None:
