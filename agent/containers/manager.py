@@ -516,10 +516,17 @@ class ContainerManager:
             code, oom, finished = info.code, info.oom, info.finished_at
             if code < 0:
                 code, message = UNKNOWN_EXIT, "conmon could not determine the exit code"
-        try:
-            await self.runtime.delete(cid, force=True)
-        except AgentError as exc:
-            log.warning("container.runtime_delete_failed", id=cid, error=str(exc))
+        # the runtime's state and the overlay mount go in parallel (independent once the process is gone)
+        results = await asyncio.gather(
+            self.runtime.delete(cid, force=True),
+            asyncio.to_thread(bundle.unmount_rootfs, paths),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, AgentError):
+                log.warning("container.exit_cleanup_failed", id=cid, error=str(result))
+            elif isinstance(result, BaseException):
+                raise result
         if self.network is not None:
             try:
                 rec0 = self.store.get(cid)
@@ -527,7 +534,6 @@ class ContainerManager:
                     await self.network.detach(cid)
             except AgentError as exc:
                 log.warning("container.network_detach_failed", id=cid, error=str(exc))
-        await asyncio.to_thread(bundle.unmount_rootfs, paths)
         try:
             rec = self.store.get(cid)
         except NotFound:
