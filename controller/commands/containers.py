@@ -130,7 +130,7 @@ def status_text(d: dict[str, Any], now: datetime | None = None) -> str:
 
 def _command_text(cmd: list[str], width: int = 20) -> str:
     text = " ".join(cmd)
-    return str(json.dumps(text[: width - 1] + "…" if len(text) > width else text))
+    return str(json.dumps(text[: width - 1] + "…" if len(text) > width else text, ensure_ascii=False))
 
 
 # ---- run / create ------------------------------------------------------------------------------------
@@ -582,7 +582,9 @@ def ps(app: App, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bo
                 [
                     r["id"] if no_trunc else r["id"][:12],
                     r["image"],
-                    json.dumps(" ".join(r["command"])) if no_trunc else _command_text(r["command"]),
+                    json.dumps(" ".join(r["command"]), ensure_ascii=False)
+                    if no_trunc
+                    else _command_text(r["command"]),
                     output.human_ago(datetime.fromisoformat(r["created"])) if r["created"] else "",
                     status_text(r),
                     ", ".join(r.get("ports", [])),  # network (agent/network)
