@@ -30,6 +30,7 @@ from agent.api.v1 import (
     networks_pb2_grpc,
     pki_pb2_grpc,
     system_pb2_grpc,
+    transfer_pb2_grpc,
     volumes_pb2_grpc,
 )
 from agent.build.manager import BuildManager
@@ -49,9 +50,11 @@ from agent.server.networks import NetworksServicer
 from agent.server.pki import PkiServicer
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials
+from agent.server.transfer import TransferServicer
 from agent.server.volumes import VolumesServicer
 from agent.state.db import Database
 from agent.state.events import EventLog
+from agent.transfer.manager import TransferManager
 
 _log = log.get(__name__)
 
@@ -78,6 +81,7 @@ class Components:
     volumes: VolumeManager | None = None
     containers: ContainerManager | None = None
     builds: BuildManager | None = None
+    transfers: TransferManager | None = None
     # <<< managers (fields)
 
     @classmethod
@@ -133,6 +137,8 @@ class Components:
             config.data_root, c.db, c.images, runtime=config.runtime, network=BridgeAttacher(c.networks)
         )
         c.on_start.append(c.builds.start)
+        # transfer area: image send (blobs), commit, volume copy and recreate for move
+        c.transfers = TransferManager(c.images, c.containers, c.volumes)
         # <<< managers (construction)
         return c
 
@@ -166,6 +172,8 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(c.events), server)
     if c.builds is not None:
         build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
+    if c.transfers is not None and c.images is not None:
+        transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(c.transfers, c.images), server)
     # <<< services
 
 

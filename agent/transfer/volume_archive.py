@@ -1,0 +1,141 @@
+"""A named volume's files as a tar stream, out of one agent and into another (the data of `dockyard move`).
+
+Export writes the volume directory (`<data_root>/volumes/<name>/_data`) as a PAX tar with numeric owners,
+modes, mtimes and symlinks as they are; import creates the volume and unpacks the stream into it with
+tarfile's `tar` filter (no absolute paths, nothing resolving outside the volume, no setuid bits), keeping
+owners. An import into a volume that already holds files is refused before anything is written, and a
+failed import removes the volume it created, so a target never keeps half of a volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tarfile
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import agent.log
+from agent.containers.volumes import Volume, VolumeManager
+from agent.errors import AlreadyExists, InvalidArgument
+from agent.images.streams import ChunkReader, ChunkWriter, StreamAborted
+
+log = agent.log.get(__name__)
+
+
+def _write_tar(root: Path, out: BinaryIO) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for dirpath, dirnames, filenames in os.walk(root):  # symlinked directories are not followed
+            dirnames.sort()
+            for name in [*dirnames, *sorted(filenames)]:
+                path = Path(dirpath) / name
+                tf.add(path, arcname=str(path.relative_to(root)), recursive=False)
+
+
+def _keep_mode(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's `tar` filter (paths stay inside `dest`) without its mode changes: a volume keeps its
+    sticky, setgid and group-writable bits."""
+    return tarfile.tar_filter(member, dest).replace(mode=member.mode, deep=False)
+
+
+def _read_tar(src: BinaryIO, root: Path) -> int:
+    total = 0
+    try:
+        with tarfile.open(fileobj=src, mode="r|") as tf:
+            for member in tf:
+                tf.extract(member, root, numeric_owner=True, filter=_keep_mode)
+                total += member.size if member.isfile() else 0
+    except (tarfile.TarError, ValueError) as exc:
+        raise InvalidArgument(f"the volume data is not a valid tar stream: {exc}") from exc
+    return total
+
+
+class VolumeArchive:
+    """Export and import of volumes on one agent."""
+
+    def __init__(self, volumes: VolumeManager) -> None:
+        self._volumes = volumes
+
+    async def export(self, name: str) -> AsyncIterator[bytes]:
+        """The volume as tar chunks; NotFound before the first chunk if there is no such volume."""
+        volume = self._volumes.get(name)
+        return self._export(volume)
+
+    async def _export(self, volume: Volume) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(asyncio.get_running_loop())
+
+        def work() -> None:
+            try:
+                _write_tar(volume.mountpoint, cast(BinaryIO, writer))
+            except StreamAborted:
+                return
+            except BaseException as exc:  # handed to the loop side, which raises it
+                with contextlib.suppress(StreamAborted):
+                    writer.finish(exc)
+                return
+            with contextlib.suppress(StreamAborted):
+                writer.finish()
+
+        task = asyncio.create_task(asyncio.to_thread(work))
+        sent = 0
+        try:
+            async for chunk in writer.chunks():
+                sent += len(chunk)
+                yield chunk
+        finally:
+            writer.abort()
+            with contextlib.suppress(BaseException):
+                await task
+            log.info("transfer.volume_exported", volume=volume.name, bytes=sent)
+
+    async def import_(
+        self, name: str, labels: dict[str, str], anonymous: bool, chunks: AsyncIterable[bytes]
+    ) -> int:
+        """Create volume `name` from a tar stream; returns the bytes of file data unpacked."""
+        if not name:
+            raise InvalidArgument("a volume name is required")
+        existed = any(v.name == name for v in self._volumes.list_volumes())
+        volume = self._volumes.create(name, labels, anonymous=anonymous)
+        if existed and any(volume.mountpoint.iterdir()):
+            raise AlreadyExists(f"volume {name} already exists on this host and is not empty")
+        reader = ChunkReader()
+
+        def run() -> int:
+            try:
+                return _read_tar(cast(BinaryIO, reader), volume.mountpoint)
+            finally:
+                reader.close()
+
+        task = asyncio.create_task(asyncio.to_thread(run))
+        try:
+            try:
+                async for chunk in chunks:
+                    if task.done():
+                        break
+                    await reader.feed(chunk)
+                await reader.finish()
+            except BaseException:
+                reader.fail(StreamAborted("the upload was interrupted"))
+                raise
+            total = await task
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await task
+            if not existed:
+                self._volumes.remove(name, force=True)
+            else:
+                await asyncio.to_thread(_empty, volume.mountpoint)
+            raise
+        log.info("transfer.volume_imported", volume=name, bytes=total)
+        return total
+
+
+def _empty(root: Path) -> None:
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
