@@ -26,6 +26,7 @@ from controller.commands import pki as pki_cmds
 from controller.commands import pki_rotate
 from controller.commands import registry as registry_cmds
 from controller.commands import system as system_cmds
+from controller.commands import transfer as transfer_cmds
 from controller.commands import volumes as volume_cmds
 from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
@@ -118,6 +119,10 @@ for _command in [*container_cmds.COMMANDS, *volume_cmds.COMMANDS, *event_cmds.CO
     cli.add_command(_command)
 cli.add_command(build_cmds.build)
 cli.add_command(build_cmds.builder_group)
+for _command in transfer_cmds.COMMANDS:  # commit, move (+ `image send`)
+    cli.add_command(_command)
+for _command in transfer_cmds.IMAGE_SUBCOMMANDS:
+    images_cmds.image_group.add_command(_command)
 # <<< command modules
 
 

@@ -1,0 +1,324 @@
+"""Commands that move things between hosts: `commit`, `image send`, `move`.
+
+`commit` runs like any command (on each -H target). `image send` and `move` involve several agents at
+once in one operation, so they pick their source (`--from`) and targets (`-H` after the command, or the
+global -H; `--to` for move) themselves and drive the agents through `controller.send` and
+`controller.move`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+
+from agent.api.v1 import transfer_pb2 as pb
+from agent.api.v1 import transfer_pb2_grpc
+from controller import fanout, inventory, output
+from controller.app import App, HostOutput
+from controller.archive_source import ArchiveSource
+from controller.client import AgentClient
+from controller.commands.fleet import HOSTS_KEY, inventory_path
+from controller.errors import UsageError
+from controller.move import Mover
+from controller.send import AgentSource, Blob, BlobSource, Sender
+from controller.target import Target
+
+SEND_WORDS = {
+    "exists": "Already exists",
+    "sending": "Sending",
+    "sent": "Sent",
+    "retrying": "Retrying",
+    "failed": "Failed",
+}
+
+
+# ---- commit -----------------------------------------------------------------------------------------------
+
+
+@click.command(name="commit")
+@click.option("-m", "--message", default="", help="history comment")
+@click.option("-a", "--author", default="", help='author, e.g. "Jane <jane@example.com>"')
+@click.option("-c", "--change", "changes", multiple=True, metavar="LINE", help="e.g. 'CMD [\"sh\"]'")
+@click.option(
+    "-p",
+    "--pause",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="pause a running container meanwhile",
+)
+@click.argument("container")
+@click.argument("reference", required=False)
+@click.pass_obj
+def commit(
+    app: App,
+    message: str,
+    author: str,
+    changes: tuple[str, ...],
+    pause: bool,
+    container: str,
+    reference: str | None,
+) -> None:
+    """Create an image from a container's changes (its writable layer on top of its image)."""
+    request = pb.CommitRequest(
+        container=container,
+        reference=reference or "",
+        message=message,
+        author=author,
+        changes=list(changes),
+        no_pause=not pause,
+    )
+
+    async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
+        stub = client.stub(transfer_pb2_grpc.TransferStub)
+        r = await client.call(stub.Commit, request, timeout=None)
+        return {
+            "id": r.image.id,
+            "digest": r.image.digest,
+            "names": list(r.image.names),
+            "layer": {"digest": r.layer.digest, "size": r.layer.size},
+        }
+
+    app.run(op, text=lambda d: d["id"])
+
+
+# ---- targets -----------------------------------------------------------------------------------------------
+
+
+def _resolve(ctx: click.Context, app: App, values: tuple[str, ...]) -> list[Target]:
+    hosts = inventory.select(inventory.load(inventory_path(ctx, app)), values)
+    return [inventory.to_target(h) for h in hosts]
+
+
+def _send_targets(ctx: click.Context, app: App, hosts: tuple[str, ...]) -> list[Target]:
+    if hosts:
+        return _resolve(ctx, app, hosts)
+    if ctx.meta.get(HOSTS_KEY) is not None:  # the global -H
+        return app.targets
+    raise UsageError("say where to send: -H TARGET (repeatable: names, @group, all, addresses)")
+
+
+# ---- progress ----------------------------------------------------------------------------------------------
+
+
+class SendView:
+    """Per host and blob: a progress bar on a terminal, otherwise one line per state change."""
+
+    def __init__(self, console: Console, *, interactive: bool, prefix: bool, silent: bool) -> None:
+        self.console = console
+        self.prefix = prefix
+        self.silent = silent
+        self._last: dict[tuple[str, str], str] = {}
+        self._progress: Progress | None = None
+        self._tasks: dict[tuple[str, str], TaskID] = {}
+        if interactive and not silent:
+            self._progress = Progress(
+                TextColumn("{task.fields[name]}"),
+                BarColumn(bar_width=30),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[state]}"),
+                console=console,
+            )
+
+    def __enter__(self) -> SendView:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def line(self, text: str) -> None:
+        if self.silent:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def update(self, host: str, blob: Blob, state: str, done: int, total: int) -> None:
+        if self.silent:
+            return
+        word = SEND_WORDS.get(state, state)
+        key = (host, blob.digest)
+        label = f"{host} {blob.short}" if self.prefix else blob.short
+        if self._progress is not None:
+            task = self._tasks.get(key)
+            if task is None:
+                task = self._progress.add_task("", total=total or None, name=label, state=word)
+                self._tasks[key] = task
+            self._progress.update(task, completed=done, total=total or None, state=word)
+            return
+        if self._last.get(key) != state:
+            self._last[key] = state
+            self.line(f"{host} | {blob.short}: {word}" if self.prefix else f"{blob.short}: {word}")
+
+
+# ---- image send -------------------------------------------------------------------------------------------
+
+
+@click.command(name="send")
+@click.argument("reference")
+@click.argument("archive", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--from", "source", required=True, metavar="HOST|local", help="where the image is")
+@click.option("-H", "--host", "hosts", multiple=True, metavar="TARGET", help="where to send it (repeatable)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress, only the summary")
+@click.pass_context
+def image_send(
+    ctx: click.Context, reference: str, archive: Path | None, source: str, hosts: tuple[str, ...], quiet: bool
+) -> None:
+    """Copy an image from one host (or a local archive: --from local FILE) to others, each blob read once.
+
+    Only the blobs a target lacks are sent; every blob is verified on arrival, and an interrupted or
+    corrupted transfer is resumed or retried. Works without any registry.
+    """
+    app: App = ctx.obj
+    targets = _send_targets(ctx, app, hosts)
+    if source == "local":
+        if archive is None:
+            raise UsageError("--from local needs the archive: image send REF --from local FILE")
+        if not archive.is_file():
+            raise UsageError(f"{archive}: no such file")
+        source_target = None
+        local_file: Path | None = archive
+    else:
+        if archive is not None:
+            raise UsageError(f"unexpected argument {archive} (an archive goes with --from local)")
+        found = _resolve(ctx, app, (source,))
+        if len(found) != 1:
+            raise UsageError("--from names one host")
+        source_target = found[0]
+        local_file = None
+    prefix = len(targets) > 1
+    interactive = not prefix and not app.json and app.console.is_terminal
+    view = SendView(app.console, interactive=interactive, prefix=prefix, silent=quiet or app.json)
+
+    async def run() -> tuple[dict[str, Any], int, int]:
+        pool = fanout.Pool(app.config_dir)
+        try:
+            src: BlobSource = (
+                ArchiveSource(local_file, reference)
+                if local_file is not None
+                else AgentSource(pool.client(source_target), reference)  # type: ignore[arg-type]
+            )
+            plan = await src.plan()
+            clients = [pool.client(t) for t in targets]
+            with view:
+                reports = await Sender(src, clients, progress=view.update).run(plan)
+            return dict(reports), src.bytes_read, plan.size
+        finally:
+            await pool.close()
+
+    reports, bytes_read, image_size = asyncio.run(run())
+    _show_send(app, reports, bytes_read, image_size, view)
+
+
+def _show_send(app: App, reports: dict[str, Any], bytes_read: int, image_size: int, view: SendView) -> None:
+    failed = {h: r.error for h, r in reports.items() if r.error is not None}
+    if app.json:
+        output.print_json(
+            {
+                "bytes_read": bytes_read,
+                "image_size": image_size,
+                "hosts": {
+                    h: ({"error": r.error.message} if r.error else r.as_dict()) for h, r in reports.items()
+                },
+            }
+        )
+    else:
+        for host, r in reports.items():
+            if r.error is not None:
+                continue
+            parts = [f"sent {r.blobs_sent} blobs ({output.human_size(r.sent_bytes)})"]
+            if r.blobs_present:
+                parts.append(f"{r.blobs_present} already there")
+            if r.resumed_bytes:
+                parts.append(f"resumed after {output.human_size(r.resumed_bytes)}")
+            if r.retries:
+                parts.append(f"{r.retries} retries")
+            name = ", ".join(r.names) or r.image_id
+            view.line(f"{host} | {name}: {'; '.join(parts)}")
+        view.line(
+            f"read {output.human_size(bytes_read)} from the source "
+            f"for a {output.human_size(image_size)} image"
+        )
+    if len(reports) > 1:
+        app.err_console.print(f"{len(reports) - len(failed)} ok, {len(failed)} failed", markup=False)
+    for error in failed.values():
+        app.err_console.print(f"error: {error}", markup=False)
+    if len(failed) > fanout.parse_max_fail(app.max_fail).allowed(len(reports)):
+        raise SystemExit(1)
+
+
+# ---- move ---------------------------------------------------------------------------------------------
+
+
+@click.command(name="move")
+@click.argument("container")
+@click.option("--from", "source", required=True, metavar="HOST", help="where the container is")
+@click.option("--to", "target", required=True, metavar="HOST", help="where it goes")
+@click.option("--keep-source", is_flag=True, help="leave the (stopped) source container in place")
+@click.option(
+    "-t", "--time", "stop_timeout", type=click.IntRange(min=0), help="seconds to wait for it to stop"
+)
+@click.pass_context
+def move(
+    ctx: click.Context, container: str, source: str, target: str, keep_source: bool, stop_timeout: int | None
+) -> None:
+    """Move a container to another host: stop, commit, send, copy volumes, recreate, start, remove.
+
+    Until the container runs on the target, a failure leaves it on the source as it was (started again
+    if it was running).
+    """
+    app: App = ctx.obj
+    found = [_resolve(ctx, app, (value,)) for value in (source, target)]
+    if any(len(f) != 1 for f in found):
+        raise UsageError("--from and --to name one host each")
+    src_target, dst_target = found[0][0], found[1][0]
+    if src_target.grpc_target == dst_target.grpc_target:
+        raise UsageError("--from and --to are the same host")
+    view = SendView(app.console, interactive=False, prefix=False, silent=True)
+
+    def say(text: str) -> None:
+        if not app.json:
+            app.console.print(text, markup=False, highlight=False)
+
+    async def run() -> dict[str, Any]:
+        pool = fanout.Pool(app.config_dir)
+        try:
+            mover = Mover(
+                pool.client(src_target),
+                pool.client(dst_target),
+                say=say,
+                progress=view.update,
+                stop_timeout=stop_timeout,
+            )
+            return (await mover.move(container, keep_source=keep_source)).as_dict()
+        finally:
+            await pool.close()
+
+    result = asyncio.run(run())
+    if app.json:
+        output.print_json(result)
+        return
+    short = result["id"][:12]
+    if result["running"]:
+        say(
+            f"{result['name']} now runs on {result['target']} (id {short}); "
+            f"downtime {result['downtime_seconds']:.2f}s"
+        )
+    else:
+        say(f"{result['name']} is now on {result['target']} (id {short}), not started: it was not running")
+
+
+COMMANDS = [commit, move]
+IMAGE_SUBCOMMANDS = [image_send]

@@ -1,0 +1,419 @@
+"""`dockyard image send`: copy an image from one source to many agents, reading each blob only once.
+
+The plan (`ImagePlan`) lists the image's blobs, layers first and the manifest last. Every target is
+asked which blobs it already holds and how much of a partial one it kept (`CheckBlobs`). Then, blob by
+blob, the source is read once — from the smallest offset any target needs — and every chunk goes to
+every target that needs it at the same time (`WriteBlob`, one stream per target); the slowest target
+sets the pace (a bounded window of chunks), and a target that fails drops out of that pass without
+slowing or stopping the others. A target that failed a blob (connection cut, DATA_LOSS because a byte
+changed on the way, another write still finishing) is retried on its own: it is asked again what it
+kept and gets the rest from there, re-read from the source for it alone. Only errors that another
+attempt cannot fix (bad input, no space) end a target early. Finally each target registers the image.
+
+The source is a `BlobSource`: an agent (`AgentSource`) or a local archive (`controller.archive_source`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from agent.api.v1 import transfer_pb2 as pb
+from agent.api.v1 import transfer_pb2_grpc
+from controller.client import AgentClient
+from controller.errors import AgentCallError, ControllerError
+
+WINDOW = 8  # chunks (of up to 1 MiB) the fastest target may run ahead of the slowest
+ATTEMPTS = 4  # per blob and target, the first one included
+RETRY_DELAYS = (0.2, 0.5, 1.0)
+# Codes another attempt cannot fix: the target fails at once.
+FATAL_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "RESOURCE_EXHAUSTED",
+        "PERMISSION_DENIED",
+        "UNIMPLEMENTED",
+        "UNAUTHENTICATED",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    media_type: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.digest.split(":", 1)[-1][:12]
+
+    def message(self) -> pb.BlobDescriptor:
+        return pb.BlobDescriptor(digest=self.digest, size=self.size, media_type=self.media_type)
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """An image as blobs (layers, config, manifest last) and the names it gets on the targets."""
+
+    manifest_digest: str
+    blobs: tuple[Blob, ...]
+    names: tuple[str, ...]
+    image_id: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+
+class BlobSource(Protocol):
+    """Where an image's blobs come from."""
+
+    name: str
+    bytes_read: int  # everything read from the source so far
+
+    async def plan(self) -> ImagePlan: ...
+
+    def read(self, blob: Blob, offset: int) -> AsyncIterator[bytes]: ...
+
+
+class AgentSource:
+    """An agent's image store as a source (DescribeImage, ReadBlob)."""
+
+    def __init__(self, client: AgentClient, reference: str) -> None:
+        self.client = client
+        self.name = client.name
+        self.reference = reference
+        self.bytes_read = 0
+
+    def _stub(self) -> transfer_pb2_grpc.TransferStub:
+        return self.client.stub(transfer_pb2_grpc.TransferStub)
+
+    async def plan(self) -> ImagePlan:
+        r = await self.client.call(
+            self._stub().DescribeImage, pb.DescribeImageRequest(reference=self.reference)
+        )
+        return ImagePlan(
+            manifest_digest=r.manifest_digest,
+            blobs=tuple(Blob(b.digest, b.size, b.media_type) for b in r.blobs),
+            names=tuple(r.names),
+            image_id=r.image.id,
+        )
+
+    async def read(self, blob: Blob, offset: int) -> AsyncIterator[bytes]:
+        request = pb.ReadBlobRequest(digest=blob.digest, offset=offset)
+        async for msg in self.client.stream(self._stub().ReadBlob, request):
+            self.bytes_read += len(msg.data)
+            yield msg.data
+
+
+@dataclass
+class TargetReport:
+    """What one target got: bytes sent to it, blobs sent and skipped, retries, the image it registered."""
+
+    host: str
+    sent_bytes: int = 0
+    blobs_sent: int = 0
+    blobs_present: int = 0
+    resumed_bytes: int = 0  # bytes a target already kept from an earlier, interrupted send
+    retries: int = 0
+    image_id: str = ""
+    names: list[str] = field(default_factory=list)
+    error: ControllerError | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "names": self.names,
+            "sent_bytes": self.sent_bytes,
+            "blobs_sent": self.blobs_sent,
+            "blobs_present": self.blobs_present,
+            "resumed_bytes": self.resumed_bytes,
+            "retries": self.retries,
+        }
+
+
+# progress(host, blob, state, bytes done, bytes total); states: exists, sending, sent, retrying, failed
+Progress = Callable[[str, Blob, str, int, int], None]
+
+
+def no_progress(host: str, blob: Blob, state: str, done: int, total: int) -> None:
+    return None
+
+
+class _SourceFailed(ControllerError):
+    """The source stopped in the middle of a blob; the targets are not to blame."""
+
+
+class _Broadcast:
+    """One blob's chunks from the source to several consumers, each at its own pace within a window."""
+
+    def __init__(self, hosts: Sequence[str]) -> None:
+        self._cond = asyncio.Condition()
+        self._chunks: dict[int, tuple[int, bytes]] = {}  # sequence number → (offset in blob, bytes)
+        self._next = 0
+        self._pos = dict.fromkeys(hosts, 0)
+        self.alive = set(hosts)
+        self._finished = False
+        self._source_error: ControllerError | None = None
+
+    async def put(self, offset: int, data: bytes) -> bool:
+        """Queue a chunk once every live consumer is within the window; False when nobody is left."""
+        async with self._cond:
+            await self._cond.wait_for(
+                lambda: not self.alive or all(self._next - self._pos[h] < WINDOW for h in self.alive)
+            )
+            if not self.alive:
+                return False
+            self._chunks[self._next] = (offset, data)
+            self._next += 1
+            self._cond.notify_all()
+            return True
+
+    async def finish(self, error: ControllerError | None = None) -> None:
+        async with self._cond:
+            self._finished = True
+            self._source_error = error
+            self._cond.notify_all()
+
+    async def get(self, host: str) -> tuple[int, bytes] | None:
+        """The host's next chunk; None at the end. Raises the source's error if it failed."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._pos[host] < self._next or self._finished)
+            if self._pos[host] < self._next:
+                item = self._chunks[self._pos[host]]
+                self._pos[host] += 1
+                low = min((self._pos[h] for h in self.alive), default=self._next)
+                for seq in [s for s in self._chunks if s < low]:
+                    del self._chunks[seq]
+                self._cond.notify_all()
+                return item
+            if self._source_error is not None:
+                raise self._source_error
+            return None
+
+    async def leave(self, host: str) -> None:
+        async with self._cond:
+            self.alive.discard(host)
+            self._cond.notify_all()
+
+
+def _retryable(error: ControllerError) -> bool:
+    if isinstance(error, _SourceFailed):
+        return True
+    return not (isinstance(error, AgentCallError) and error.code in FATAL_CODES)
+
+
+class Sender:
+    """Sends one image from `source` to `targets`; see the module docstring."""
+
+    def __init__(
+        self,
+        source: BlobSource,
+        targets: Sequence[AgentClient],
+        *,
+        progress: Progress = no_progress,
+        attempts: int = ATTEMPTS,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        self.source = source
+        self.targets = {t.name: t for t in targets}
+        self.progress = progress
+        self.attempts = max(1, attempts)
+        self.retry_delays = tuple(retry_delays) or (0.0,)
+        self.reports = {name: TargetReport(name) for name in self.targets}
+
+    def _stub(self, host: str) -> transfer_pb2_grpc.TransferStub:
+        return self.targets[host].stub(transfer_pb2_grpc.TransferStub)
+
+    def _alive(self) -> list[str]:
+        return [h for h, r in self.reports.items() if r.error is None]
+
+    async def run(self, plan: ImagePlan | None = None) -> dict[str, TargetReport]:
+        """Send and register on every target; failures are recorded per target, never raised."""
+        plan = plan or await self.source.plan()
+        states = await self._check_all(plan.blobs)
+        for blob in plan.blobs:
+            offsets: dict[str, int] = {}
+            for host in self._alive():
+                present, offset = states[host][blob.digest]
+                if present:
+                    self.reports[host].blobs_present += 1
+                    self.progress(host, blob, "exists", blob.size, blob.size)
+                else:
+                    offsets[host] = offset
+            if offsets:
+                await self._send_blob(blob, offsets)
+        await self._register_all(plan)
+        return self.reports
+
+    # ---- checks ------------------------------------------------------------------------------------
+
+    async def _check_all(self, blobs: Sequence[Blob]) -> dict[str, dict[str, tuple[bool, int]]]:
+        out: dict[str, dict[str, tuple[bool, int]]] = {}
+
+        async def one(host: str) -> None:
+            try:
+                out[host] = await self._check(host, blobs)
+            except ControllerError as exc:
+                self._fail(host, exc)
+
+        async with asyncio.TaskGroup() as tg:
+            for host in self.targets:
+                tg.create_task(one(host))
+        return out
+
+    async def _check(self, host: str, blobs: Sequence[Blob]) -> dict[str, tuple[bool, int]]:
+        client = self.targets[host]
+        request = pb.CheckBlobsRequest(blobs=[b.message() for b in blobs])
+        r = await client.call(self._stub(host).CheckBlobs, request)
+        return {s.digest: (s.present, s.offset) for s in r.blobs}
+
+    def _fail(self, host: str, error: ControllerError) -> None:
+        error.host = error.host or host
+        self.reports[host].error = error
+
+    # ---- one blob to many targets ----------------------------------------------------------------------
+
+    async def _send_blob(self, blob: Blob, offsets: dict[str, int]) -> None:
+        failed = await self._fan_out(blob, offsets)
+
+        async def retry(host: str, error: ControllerError) -> None:
+            force_zero = isinstance(error, AgentCallError) and error.code == "FAILED_PRECONDITION"
+            for attempt in range(1, self.attempts):
+                if not _retryable(error):
+                    break
+                self.reports[host].retries += 1
+                self.progress(host, blob, "retrying", 0, blob.size)
+                await asyncio.sleep(self.retry_delays[min(attempt - 1, len(self.retry_delays) - 1)])
+                try:
+                    present, offset = (await self._check(host, [blob]))[blob.digest]
+                except ControllerError as exc:
+                    error = exc
+                    continue
+                if present:
+                    self.reports[host].blobs_sent += 1
+                    self.progress(host, blob, "sent", blob.size, blob.size)
+                    return
+                again = await self._fan_out(blob, {host: 0 if force_zero else offset})
+                if host not in again:
+                    return
+                error = again[host]
+                force_zero = isinstance(error, AgentCallError) and error.code == "FAILED_PRECONDITION"
+            self.progress(host, blob, "failed", 0, blob.size)
+            self._fail(host, error)
+
+        async with asyncio.TaskGroup() as tg:
+            for host, error in failed.items():
+                tg.create_task(retry(host, error))
+
+    async def _fan_out(self, blob: Blob, offsets: dict[str, int]) -> dict[str, ControllerError]:
+        """One read of the blob from min(offsets) on, written to every host at once; the failures."""
+        start = min(offsets.values())
+        channel = _Broadcast(list(offsets))
+        failures: dict[str, ControllerError] = {}
+
+        async def read() -> None:
+            position = start
+            error: ControllerError | None = None
+            try:
+                async for data in self.source.read(blob, start):
+                    if not await channel.put(position, data):
+                        return
+                    position += len(data)
+            except ControllerError as exc:
+                error = _SourceFailed(f"reading from the source {self.source.name} failed: {exc.message}")
+            finally:
+                await channel.finish(error)
+
+        async def write(host: str) -> None:
+            try:
+                received = await self._write(host, blob, offsets[host], channel)
+                report = self.reports[host]
+                report.sent_bytes += received
+                report.resumed_bytes += offsets[host]
+                report.blobs_sent += 1
+                self.progress(host, blob, "sent", blob.size, blob.size)
+            except ControllerError as exc:
+                failures[host] = exc
+            finally:
+                await channel.leave(host)
+
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(read())
+            for host in offsets:
+                tg.create_task(write(host))
+        del reader
+        return failures
+
+    async def _write(self, host: str, blob: Blob, offset: int, channel: _Broadcast) -> int:
+        """Stream the blob from `offset` into one target; returns the bytes it wrote."""
+        client = self.targets[host]
+        sent = offset
+        self.progress(host, blob, "sending", sent, blob.size)
+        source_error: list[ControllerError] = []
+
+        async def requests() -> AsyncIterator[pb.WriteBlobRequest]:
+            nonlocal sent
+            yield pb.WriteBlobRequest(
+                header=pb.WriteBlobHeader(digest=blob.digest, size=blob.size, offset=offset)
+            )
+            while True:
+                try:
+                    item = await channel.get(host)
+                except ControllerError as exc:  # the source failed: end the stream, the target keeps its part
+                    source_error.append(exc)
+                    return
+                if item is None:
+                    return
+                position, data = item
+                if position + len(data) <= offset:
+                    continue
+                if position < offset:
+                    data = data[offset - position :]
+                yield pb.WriteBlobRequest(data=data)
+                sent += len(data)
+                self.progress(host, blob, "sending", sent, blob.size)
+
+        call = self._stub(host).WriteBlob(requests(), metadata=client.metadata())
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as exc:
+            if source_error:
+                raise source_error[0] from None
+            raise await client.translate(exc) from None
+        finally:
+            call.cancel()
+        if source_error:
+            raise source_error[0]
+        return int(response.received)
+
+    # ---- register --------------------------------------------------------------------------------------
+
+    async def _register_all(self, plan: ImagePlan) -> None:
+        async def one(host: str) -> None:
+            client = self.targets[host]
+            request = pb.RegisterImageRequest(manifest_digest=plan.manifest_digest, names=list(plan.names))
+            try:
+                r = await client.call(self._stub(host).RegisterImage, request, timeout=None)
+            except ControllerError as exc:
+                self._fail(host, exc)
+                return
+            self.reports[host].image_id = r.image.id
+            self.reports[host].names = list(r.image.names)
+
+        async with asyncio.TaskGroup() as tg:
+            for host in self._alive():
+                tg.create_task(one(host))
+
+
+async def close_quietly(clients: Sequence[AgentClient]) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
