@@ -1125,6 +1125,9 @@ class ContainerManager:
                 await self.runtime.delete(cid, force=True)
         if rec.status is Status.EXITED:
             await asyncio.to_thread(bundle.unmount_rootfs, paths)
+            if self.options(rec).auto_remove:  # its --rm was interrupted by the agent going down
+                await self._remove_locked(rec, volumes=True)
+                return
         if rec.status is Status.RESTARTING or (
             rec.status is Status.EXITED
             and rec.boot_id

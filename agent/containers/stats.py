@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent import hostinfo
 from agent.runtime import cgroups
 from agent.state.containers import ACTIVE
 
@@ -36,12 +38,16 @@ class Sample:
 
 def _read(mgr: ContainerManager, refs: list[str]) -> list[tuple[str, str, int, cgroups.Usage]]:
     records = [mgr.find(r) for r in refs] if refs else mgr.list_containers(all_=False)
+    host_memory = hostinfo.memory_bytes()
     out = []
     for rec in records:
         if rec.status not in ACTIVE:
             continue
         path = f"{mgr.settings.cgroup_parent.rstrip('/')}/{rec.id}"
-        out.append((rec.id, rec.name, time.monotonic_ns(), cgroups.usage(path, rec.pid)))
+        usage = cgroups.usage(path, rec.pid)
+        if host_memory and usage.memory_limit > host_memory:  # "no limit" shows as the host's memory
+            usage = dataclasses.replace(usage, memory_limit=host_memory)
+        out.append((rec.id, rec.name, time.monotonic_ns(), usage))
     return out
 
 
