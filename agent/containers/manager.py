@@ -493,6 +493,7 @@ class ContainerManager:
             self._rotations.watch(log_path)
         try:
             await monitor.wait_pid_exit(run.conmon_pid)
+            log.debug("container.exit_observed", id=cid)
         finally:
             if self._rotations is not None:
                 self._rotations.unwatch(log_path)

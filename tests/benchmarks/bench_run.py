@@ -7,7 +7,7 @@
 
 Times whole commands (median of --repeat runs after a warm-up) and prints ratios. Also reports the
 agent-side latency, from RPC receipt to the container's exit observed, taken from the agent's own log
-(`rpc.finished` minus its duration → `container.exited`, matched by request id), and the CLI's bare
+(`rpc.finished` minus its duration → `container.exit_observed`, matched by request id), and the CLI's bare
 start-up (`dockyard --version`). The issue's targets: end to end ≤ 0.8× podman; agent-side overhead
 over bare runc ≤ 25 ms. Needs root.
 
@@ -97,7 +97,7 @@ def agent_side_latencies(agent: AgentProcess) -> list[float]:
         ts = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
         if e.get("event") == "rpc.finished":
             started[rid] = ts - float(e["duration_ms"]) / 1000
-        elif e.get("event") == "container.exited":
+        elif e.get("event") == "container.exit_observed":  # the pidfd woke the agent: conmon is done
             exited[rid] = ts
     return [exited[r] - started[r] for r in started if r in exited]
 
