@@ -849,7 +849,8 @@ class ContainerManager:
         run = self._runs.get(cid)
         if run is None:
             raise FailedPrecondition(f"container {rec.name} is not running")
-        since = min(since, run.started_ns)
+        if start:  # output from the run's beginning; a plain attach shows only what comes next
+            since = min(since, run.started_ns)
         run.readers += 1
         try:
             outputs = output_events(

@@ -438,6 +438,33 @@ def start(app: App, attach: bool, interactive: bool, containers: tuple[str, ...]
     app.run(op, text="\n".join)
 
 
+@click.command()
+@click.option("--no-stdin", is_flag=True, help="do not attach stdin")
+@click.argument("container")
+@click.pass_obj
+def attach(app: App, no_stdin: bool, container: str) -> None:
+    """Attach to a running container's output (and stdin when it was started with -i)."""
+    _single(app, "attach")
+
+    async def op(client: AgentClient, out: HostOutput) -> int | None:
+        inspect = await client.call(_stub(client).Inspect, pb.InspectContainerRequest(container=container))
+        c = inspect.container
+        interactive = c.stdin_open and not no_stdin
+        if c.tty and interactive and not terminal.is_tty(sys.stdin.fileno()):
+            raise UsageError("the input device is not a TTY (use --no-stdin, or run from a terminal)")
+        size = terminal.size() if c.tty else terminal.Size(0, 0)
+        first = pb.AttachContainerRequest(
+            start=pb.AttachStart(
+                container=container, stdin=interactive, size=pb.WindowSize(rows=size.rows, cols=size.cols)
+            )
+        )
+        return await drive_session(
+            client, _stub(client).Attach, first, pb.AttachContainerRequest, interactive=interactive, tty=c.tty
+        )
+
+    _exit_with(app.run(op))
+
+
 def _each(app: App, containers: tuple[str, ...], call: Callable[[AgentClient, str], Any]) -> None:
     """Apply `call` to every container; like Docker, report each failure and go on, exit 1 at the end."""
 
@@ -962,10 +989,10 @@ def container_group() -> None:
 container_group.add_command(prune)
 for _cmd, _name in ((ps, "ls"), (inspect, "inspect"), (rm, "rm"), (start, "start"), (stop, "stop")):
     container_group.add_command(_cmd, _name)
-for _cmd in (run, create, restart, kill, pause, unpause, logs, exec_, wait, stats, top, cp):
+for _cmd in (run, create, attach, restart, kill, pause, unpause, logs, exec_, wait, stats, top, cp):
     container_group.add_command(_cmd)
 
 COMMANDS = [
-    run, create, start, stop, restart, kill, pause, unpause, rm, ps, inspect, logs, exec_, wait, stats, top,
-    cp, container_group,
+    run, create, start, attach, stop, restart, kill, pause, unpause, rm, ps, inspect, logs, exec_, wait,
+    stats, top, cp, container_group,
 ]  # fmt: skip

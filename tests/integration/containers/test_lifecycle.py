@@ -408,3 +408,35 @@ def test_prune_removes_only_stopped(yard: Yard) -> None:
         assert "gone1" not in names and "stays" in names
     finally:
         yard.ok("rm", "-f", "stays")
+
+
+def test_attach_follows_new_output_and_exits_with_the_code(yard: Yard) -> None:
+    yard.ok(
+        "run",
+        "-d",
+        "--name",
+        "att",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo before; trap 'exit 6' TERM; while true; do sleep 0.1; done",
+    )
+    env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(yard.config_dir)}
+    attached = subprocess.Popen(
+        [CLI_BIN, "-H", yard.host, "attach", "att"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert attached.stdout is not None
+        deadline = time.monotonic() + 20
+        ready: list[object] = []
+        while not ready and time.monotonic() < deadline:
+            yard.ok("exec", "att", "sh", "-c", "echo after > /proc/1/fd/1")
+            ready, _, _ = select.select([attached.stdout], [], [], 0.5)
+        assert ready and attached.stdout.readline() == "after\n"  # not "before": only new output
+        yard.ok("kill", "-s", "TERM", "att")
+        assert attached.wait(15) == 6
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+        yard.ok("rm", "-f", "att")
