@@ -166,10 +166,15 @@ class Mover:
         return result
 
     async def _preflight(self, ctr: cpb.Container) -> None:
-        """Before anything changes: the target answers and no container there has the name."""
+        """Before anything changes: the container can move, the target answers and has no such name."""
         if not ctr.config_json:
             raise ControllerError(
                 f"the agent did not return the configuration of {ctr.name}", self.source.name
+            )
+        if ctr.auto_remove:
+            raise ControllerError(
+                f"{ctr.name} was started with --rm: stopping it would remove it, so it cannot be moved",
+                self.source.name,
             )
         dst = self.target
         try:
@@ -208,7 +213,8 @@ class Mover:
             response = await call
         except grpc.aio.AioRpcError as exc:
             raise await dst.translate(exc) from None
-        self._made_volumes.append(name)
+        if response.created:
+            self._made_volumes.append(name)
         return int(response.bytes)
 
     async def _undo(self, ctr: cpb.Container, image: str, *, restart: bool) -> bool:

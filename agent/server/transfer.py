@@ -121,10 +121,10 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
         self, request_iterator: AsyncIterator[pb.ImportVolumeRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportVolumeResponse:
         header = await _first(request_iterator, "header")
-        total = await self._m.volumes.import_(
+        total, created = await self._m.volumes.import_(
             header.name, dict(header.labels), header.anonymous, _data(request_iterator)
         )
-        return pb.ImportVolumeResponse(name=header.name, bytes=total)
+        return pb.ImportVolumeResponse(name=header.name, bytes=total, created=created)
 
     async def Recreate(
         self, request: pb.RecreateContainerRequest, context: grpc.aio.ServicerContext

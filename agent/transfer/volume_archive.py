@@ -93,8 +93,8 @@ class VolumeArchive:
 
     async def import_(
         self, name: str, labels: dict[str, str], anonymous: bool, chunks: AsyncIterable[bytes]
-    ) -> int:
-        """Create volume `name` from a tar stream; returns the bytes of file data unpacked."""
+    ) -> tuple[int, bool]:
+        """Create volume `name` from a tar stream; returns (bytes of file data unpacked, created)."""
         if not name:
             raise InvalidArgument("a volume name is required")
         existed = any(v.name == name for v in self._volumes.list_volumes())
@@ -129,8 +129,8 @@ class VolumeArchive:
             else:
                 await asyncio.to_thread(_empty, volume.mountpoint)
             raise
-        log.info("transfer.volume_imported", volume=name, bytes=total)
-        return total
+        log.info("transfer.volume_imported", volume=name, bytes=total, created=not existed)
+        return total, not existed
 
 
 def _empty(root: Path) -> None:

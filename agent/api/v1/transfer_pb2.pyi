@@ -175,12 +175,14 @@ class ImportVolumeRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[ImportVolumeHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ImportVolumeResponse(_message.Message):
-    __slots__ = ("name", "bytes")
+    __slots__ = ("name", "bytes", "created")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     bytes: int
-    def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+    created: bool
+    def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class RecreateContainerRequest(_message.Message):
     __slots__ = ("config_json", "image")
