@@ -102,6 +102,7 @@ class _Writer:
         self.upper = upper
         self.links: dict[tuple[int, int], str] = {}
         self.entries = 0
+        self.exclude: frozenset[str] = frozenset()  # transfer area (commit): runc's mount-point stubs
 
     def _info(self, name: str, st: os.stat_result, xattrs: dict[str, bytes]) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -128,6 +129,8 @@ class _Writer:
         directory = self.upper / rel if rel else self.upper
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             name = f"{rel}/{entry.name}" if rel else entry.name
+            if name in self.exclude:  # transfer area (commit): left out as the caller asked
+                continue
             path = entry.path
             st = os.lstat(path)
             xattrs = _xattrs(path)
@@ -197,8 +200,13 @@ def strip_overlay_metadata(upper: Path) -> None:
                     os.removexattr(path, attr, follow_symlinks=False)
 
 
-def write_layer(upper: Path, out: BinaryIO, *, level: int = DEFAULT_LEVEL) -> LayerInfo:
-    """Write the diff in `upper` to `out` as a gzip-compressed OCI layer; see the module docstring."""
+def write_layer(
+    upper: Path, out: BinaryIO, *, level: int = DEFAULT_LEVEL, exclude: frozenset[str] = frozenset()
+) -> LayerInfo:
+    """Write the diff in `upper` to `out` as a gzip-compressed OCI layer; see the module docstring.
+
+    `exclude`: paths relative to `upper` ("etc/hosts") to leave out, with everything under them
+    (commit uses it for the files runc created as mount points in a live container's upper dir)."""
     compressed = _Hashing(out)
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=level, mtime=0) as gz:  # type: ignore[arg-type]
         raw = _Hashing(gz)
@@ -207,6 +215,7 @@ def write_layer(upper: Path, out: BinaryIO, *, level: int = DEFAULT_LEVEL) -> La
         )
         tf.copybufsize = _COPY_BUF
         writer = _Writer(tf, upper)
+        writer.exclude = exclude
         with tf:
             writer.walk("")
     with contextlib.suppress(AttributeError, OSError):

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import os
+import posixpath
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from agent.errors import AgentError, Conflict, FailedPrecondition, InvalidArgume
 from agent.images.manager import ImageManager
 from agent.images.store import ImageRecord, normalize_name
 from agent.registry.platform import Platform
+from agent.runtime import bundle
 from agent.runtime.options import RunOptions
 from agent.state.containers import ContainerRecord, Status
 
@@ -129,7 +132,7 @@ class Committer:
         async with self._images.operation():
             paused = await self._pause(rec) if options.pause else False
             try:
-                layer = await asyncio.to_thread(self._write_layer, self._containers.paths(rec.id).upper)
+                layer = await asyncio.to_thread(self._write_layer, rec)
             finally:
                 if paused:
                     with contextlib.suppress(AgentError):
@@ -179,13 +182,19 @@ class Committer:
             return False  # it stopped meanwhile
         return True
 
-    def _write_layer(self, upper: Path) -> LayerInfo:
+    def _write_layer(self, rec: ContainerRecord) -> LayerInfo:
+        paths = self._containers.paths(rec.id)
+        try:
+            spec = bundle.read_config(paths)
+        except (OSError, ValueError):
+            spec = {}
+        stubs = mount_stubs(paths.upper, spec, [Path(d) for d in rec.lowerdirs])
         content = self._images.content
         tmp = content.ingest_dir / f".commit-{secrets.token_hex(8)}"
         try:
             with open(tmp, "wb") as out:
                 try:
-                    info = write_layer(upper, out)
+                    info = write_layer(paths.upper, out, exclude=stubs)
                 except FileNotFoundError as exc:
                     raise Conflict("the container was removed while it was being committed") from exc
                 out.flush()
@@ -194,3 +203,25 @@ class Committer:
         finally:
             tmp.unlink(missing_ok=True)
         return info
+
+
+def mount_stubs(upper: Path, spec: dict[str, Any], lowerdirs: list[Path]) -> frozenset[str]:
+    """What runc made in the upper dir to mount over (/etc/hosts, a volume's directory...): a mount
+    destination of the spec that no image layer has and that is an empty file or directory up there.
+    Docker keeps these out of a commit too (they live in its separate "init" layer)."""
+    out = set()
+    for mount in spec.get("mounts") or []:
+        rel = posixpath.normpath(str(mount.get("destination", ""))).lstrip("/")
+        if not rel or rel == "." or rel.startswith(".."):
+            continue
+        if any(os.path.lexists(lower / rel) for lower in lowerdirs):
+            continue
+        try:
+            st = os.lstat(upper / rel)
+        except OSError:
+            continue
+        if (stat.S_ISREG(st.st_mode) and st.st_size == 0) or (
+            stat.S_ISDIR(st.st_mode) and not any(os.scandir(upper / rel))
+        ):
+            out.add(rel)
+    return frozenset(out)

@@ -94,6 +94,10 @@ def test_a_name_taken_on_the_target_refuses_before_anything_stops(hosts: HostFac
     done = cli_for([a])("move", "web", "--from", a.target, "--to", b.target)
     assert done.returncode == 1
     assert "error: b: a container named web already exists there" in done.stderr
+    a.ok("run", "-d", "--rm", "--name", "temp", "--network", "none", IMAGE, "sleep", "600")
+    rm = cli_for([a])("move", "temp", "--from", a.target, "--to", b.target)
+    assert rm.returncode == 1 and "started with --rm" in rm.stderr
+    assert a.inspect("temp")["status"] == "running"
     down = cli_for([a])("move", "web", "--from", a.target, "--to", stopped_target.target)
     assert down.returncode == 1 and "error: c:" in down.stderr
     assert a.inspect("web")["started_at"] == started  # never stopped
