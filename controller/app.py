@@ -9,26 +9,27 @@ line, exit 1 if any host failed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from controller import fanout, output
 from controller.client import AgentClient
 from controller.errors import ControllerError
 from controller.target import Target
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 class HostOutput:
     """Where a running command writes live lines (logs, progress); prefixed by host in fan-out."""
 
-    def __init__(self, host: str | None, console: Console) -> None:
+    def __init__(self, host: str | None) -> None:
         self.host = host
-        self.console = console
 
     def line(self, text: str, *, err: bool = False) -> None:
         stream = sys.stderr if err else sys.stdout
@@ -48,8 +49,15 @@ class App:
     timeout: float = 30.0
     parallel: int = 256
     max_fail: str | None = None  # `N` or `P%` failed hosts tolerated (controller.fanout.parse_max_fail)
-    console: Console = field(default_factory=output.console)
-    err_console: Console = field(default_factory=lambda: output.console(sys.stderr))
+
+    # rich costs ~20 ms to import: only commands that print through it pay for it.
+    @functools.cached_property
+    def console(self) -> Console:
+        return output.console()
+
+    @functools.cached_property
+    def err_console(self) -> Console:
+        return output.console(sys.stderr)
 
     @property
     def json(self) -> bool:
@@ -71,7 +79,7 @@ class App:
         `streaming` ops (logs -f, events) run until stopped: no per-host --timeout.
         """
         if len(self.targets) == 1:
-            result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None, self.console)))
+            result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None)))
             self._show(result, table=table, fields=fields, text=text)
             return result
         results = asyncio.run(self._run_many(op, idempotent, streaming))
@@ -93,7 +101,7 @@ class App:
         try:
             outcomes = await fanout.run(
                 self.targets,
-                lambda client: op(client, HostOutput(client.name, self.console)),
+                lambda client: op(client, HostOutput(client.name)),
                 pool=pool,
                 parallel=self.parallel,
                 deadline_s=None if streaming else self.timeout,

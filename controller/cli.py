@@ -6,6 +6,7 @@ and output mechanics in controller/app.py.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -13,24 +14,96 @@ from pathlib import Path
 import click
 
 from controller import config as controller_config
-from controller import fanout, inventory
 from controller import target as target_mod
-from controller.app import App
-from controller.commands import build as build_cmds
-from controller.commands import containers as container_cmds
-from controller.commands import events as event_cmds
-from controller.commands import fleet as fleet_cmds
-from controller.commands import images as images_cmds
-from controller.commands import networks as network_cmds
-from controller.commands import pki as pki_cmds
-from controller.commands import pki_rotate
-from controller.commands import registry as registry_cmds
-from controller.commands import system as system_cmds
-from controller.commands import transfer as transfer_cmds
-from controller.commands import volumes as volume_cmds
 from controller.config import ENV_HOST
 from controller.errors import ControllerError, UsageError
 from controller.target import Target
+
+# Command modules are imported only when one of their commands runs: start-up time is most of a short
+# command's wall time (and of a fan-out to 50 hosts). Each module lists the top-level commands it defines;
+# tests/unit/foundation/test_cli_registry.py checks this table against the modules themselves.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "controller.commands.system": ("info", "ping", "version"),
+    "controller.commands.pki": ("pki",),
+    "controller.commands.images": ("image", "images", "import", "load", "rmi", "save", "system", "tag"),
+    "controller.commands.registry": ("login", "logout", "pull", "push"),
+    "controller.commands.fleet": ("bootstrap", "hosts"),
+    "controller.commands.networks": ("network", "port"),
+    "controller.commands.containers": (
+        "attach",
+        "container",
+        "cp",
+        "create",
+        "exec",
+        "inspect",
+        "kill",
+        "logs",
+        "pause",
+        "ps",
+        "restart",
+        "rm",
+        "run",
+        "start",
+        "stats",
+        "stop",
+        "top",
+        "unpause",
+        "wait",
+    ),
+    "controller.commands.volumes": ("volume",),
+    "controller.commands.events": ("events",),
+    "controller.commands.build": ("build", "builder"),
+    "controller.commands.transfer": ("commit", "move"),
+}
+# Subcommands that one area adds to another area's group: group name -> (module, attribute) pairs, where
+# the attribute is a command or a list of commands.
+GROUP_EXTENSIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "image": (
+        ("controller.commands.registry", "IMAGE_SUBCOMMANDS"),  # image pull|push
+        ("controller.commands.transfer", "IMAGE_SUBCOMMANDS"),  # image send
+    ),
+    "pki": (("controller.commands.pki_rotate", "rotate"),),
+}
+
+
+def _module_commands(module_name: str) -> dict[str, click.Command]:
+    module = importlib.import_module(module_name)
+    found: dict[str, click.Command] = {}
+    for value in vars(module).values():
+        candidates = value if isinstance(value, list | tuple) else [value]
+        for item in candidates:
+            if isinstance(item, click.Command) and item.callback is not None:
+                if item.callback.__module__ == module_name and item.name:
+                    found.setdefault(item.name, item)
+    return found
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported from COMMAND_MODULES on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *(n for names in COMMAND_MODULES.values() for n in names)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        for module_name, names in COMMAND_MODULES.items():
+            if cmd_name in names:
+                command = _module_commands(module_name).get(cmd_name)
+                if command is None:
+                    return None
+                if isinstance(command, click.Group):
+                    _extend(command)
+                self.add_command(command)
+                return command
+        return None
+
+
+def _extend(group: click.Group) -> None:
+    for module_name, attribute in GROUP_EXTENSIONS.get(group.name or "", ()):
+        value = getattr(importlib.import_module(module_name), attribute)
+        for command in value if isinstance(value, list | tuple) else [value]:
+            group.add_command(command)
 
 
 def resolve_targets(
@@ -43,13 +116,17 @@ def resolve_targets(
     if not hosts and not selectors:
         return [target_mod.default()]
     # Names, @groups, all, NAME=ADDRESS, addresses and --selector: controller.inventory resolves them.
+    from controller import inventory
+
     path = inventory_file or cfg_dir / inventory.INVENTORY_FILE
     chosen = inventory.select(inventory.load(path), hosts, selectors)
     click.get_current_context().meta["dockyard.hosts"] = chosen
     return [inventory.to_target(h) for h in chosen]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.option(
     "-H",
     "--host",
@@ -87,6 +164,9 @@ def cli(
     max_fail: str | None,
 ) -> None:
     """Dockyard: containers on one host or a whole fleet."""
+    from controller import fanout
+    from controller.app import App
+
     cfg_dir = config_dir or controller_config.config_dir()
     fanout.parse_max_fail(max_fail)  # a bad value is a usage error before anything runs
     ctx.obj = App(
@@ -97,33 +177,6 @@ def cli(
         parallel=parallel,
         max_fail=max_fail,
     )
-
-
-cli.add_command(system_cmds.info)
-cli.add_command(system_cmds.version)
-cli.add_command(system_cmds.ping)
-cli.add_command(pki_cmds.pki_group)
-# >>> command modules: each area registers its commands here
-for _command in images_cmds.COMMANDS:
-    cli.add_command(_command)
-for _command in registry_cmds.COMMANDS:  # pull, push, login, logout (+ `image pull|push`)
-    cli.add_command(_command)
-for _command in registry_cmds.IMAGE_SUBCOMMANDS:
-    images_cmds.image_group.add_command(_command)
-cli.add_command(fleet_cmds.hosts)
-cli.add_command(fleet_cmds.bootstrap)
-pki_cmds.pki_group.add_command(pki_rotate.rotate)
-for _command in network_cmds.COMMANDS:
-    cli.add_command(_command)
-for _command in [*container_cmds.COMMANDS, *volume_cmds.COMMANDS, *event_cmds.COMMANDS]:
-    cli.add_command(_command)
-cli.add_command(build_cmds.build)
-cli.add_command(build_cmds.builder_group)
-for _command in transfer_cmds.COMMANDS:  # commit, move (+ `image send`)
-    cli.add_command(_command)
-for _command in transfer_cmds.IMAGE_SUBCOMMANDS:
-    images_cmds.image_group.add_command(_command)
-# <<< command modules
 
 
 def main(argv: list[str] | None = None) -> None:

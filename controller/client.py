@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from controller import pki, tlsdiag
+from controller.config import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from controller.errors import AgentCallError, ConnectError, ControllerError
 from controller.target import Target
 
@@ -54,7 +54,7 @@ class AgentClient:
 
     def _tls_files(self) -> tuple[Path, Path, Path]:
         d = self.config_dir
-        return d / pki.CA_CERT, d / pki.CLIENT_CERT, d / pki.CLIENT_KEY
+        return d / CA_FILE, d / CLIENT_CERT_FILE, d / CLIENT_KEY_FILE
 
     def _open(self) -> grpc.aio.Channel:
         if self.target.kind == "unix":
@@ -121,6 +121,8 @@ class AgentClient:
                 return f"permission denied on {path} (root or the socket's group only)"
             return f"cannot reach the agent at {path}: {details}"
         ca, cert, key = self._tls_files()
+        from controller import tlsdiag  # cryptography is slow to import; only needed on failure
+
         reason = await asyncio.to_thread(
             tlsdiag.diagnose, self.target.address, self.target.port, ca, cert, key
         )

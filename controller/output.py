@@ -11,11 +11,10 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.table import Table as RichTable
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,17 @@ class Fields:
 
 def console(stream: TextIO | None = None) -> Console:
     """A console for tables and text. Off a terminal, lines are never wrapped (scripts parse them)."""
+    from rich.console import Console
+
     stream = stream or sys.stdout
     width = None if stream.isatty() else 100_000
     return Console(file=stream, highlight=False, soft_wrap=True, width=width)
 
 
 def print_table(table: Table, out: Console, *, host_column: Sequence[str] | None = None) -> None:
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
     columns = list(table.columns)
     rows = [list(r) for r in table.rows]
     if host_column is not None:
@@ -54,6 +58,8 @@ def print_table(table: Table, out: Console, *, host_column: Sequence[str] | None
 
 
 def print_fields(fields: Fields, out: Console, indent: str = "") -> None:
+    from rich.text import Text
+
     for key, value in fields.items:
         out.print(Text(f"{indent}{key}: {'' if value is None else value}"))
     for title, items in fields.sections:

@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controller.config import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from controller.errors import ControllerError, UsageError
 
-CA_CERT = "ca.pem"
+CA_CERT = CA_FILE
 CA_KEY = "ca-key.pem"
-CLIENT_CERT = "client.pem"
-CLIENT_KEY = "client-key.pem"
+CLIENT_CERT = CLIENT_CERT_FILE
+CLIENT_KEY = CLIENT_KEY_FILE
 AGENT_CERT = "agent.pem"
 AGENT_KEY = "agent-key.pem"
 

@@ -43,7 +43,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  # compat mode: a plain .pth path entry, no import-hook finder (~10 ms off every CLI start)
+  .venv/bin/pip install -q -e '.[dev]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/dockyard, .venv/bin/dockyard-agent)"
