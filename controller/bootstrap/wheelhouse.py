@@ -20,7 +20,7 @@ from pathlib import Path
 
 from controller.errors import ControllerError
 
-_SOURCE_DIRS = ("agent", "controller", "proto")
+_SOURCE_DIRS = ("agent", "controller", "proto", "deploy")  # deploy/: data files of the wheel
 _SOURCE_SUFFIXES = (".py", ".pyi", ".proto", ".toml", ".sh", ".service", ".json", ".typed")
 
 

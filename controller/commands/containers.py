@@ -273,9 +273,21 @@ async def drive_session(
     interactive: bool,
     tty: bool,
     on_id: Callable[[str], None] | None = None,
+    sink: HostOutput | None = None,
 ) -> int | None:
-    """Run one attached session: send stdin/resizes, write output, return the exit code (None if none)."""
+    """Run one attached session: send stdin/resizes, write output, return the exit code (None if none).
+
+    With a `sink` (fan-out to several hosts) output goes out as whole lines prefixed by the host instead
+    of raw bytes, so lines of different hosts never interleave mid-line.
+    """
     queue: asyncio.Queue[Any] = asyncio.Queue()
+    pending = {False: b"", True: b""}  # partial line per stream (stderr?) when writing to a sink
+
+    def to_sink(data: bytes, is_err: bool) -> None:
+        assert sink is not None
+        *lines, pending[is_err] = (pending[is_err] + data).split(b"\n")
+        for line in lines:
+            sink.line(line.decode(errors="replace"), err=is_err)
 
     async def requests() -> AsyncIterator[Any]:
         yield first
@@ -304,6 +316,8 @@ async def drive_session(
                 if kind in ("id", "exec_id"):
                     if on_id is not None:
                         on_id(getattr(resp, kind))
+                elif kind == "output" and sink is not None:
+                    to_sink(resp.output.data, resp.output.stream == pb.OUTPUT_STREAM_STDERR)
                 elif kind == "output":
                     target = err if resp.output.stream == pb.OUTPUT_STREAM_STDERR else out
                     target.write(resp.output.data)
@@ -322,6 +336,9 @@ async def drive_session(
                 await feeder
         queue.put_nowait(None)
         call.cancel()
+        for is_err, rest in pending.items():
+            if rest and sink is not None:
+                sink.line(rest.decode(errors="replace"), err=is_err)
     return code
 
 
@@ -741,7 +758,7 @@ def logs(app: App, follow: bool, tail: str, timestamps: bool, since: str, until:
                 target.flush()
         return None
 
-    app.run(op)
+    app.run(op, streaming=follow)
 
 
 # ---- exec --------------------------------------------------------------------------------------------
@@ -768,8 +785,14 @@ def exec_(
     container: str,
     command: tuple[str, ...],
 ) -> None:
-    """Run a command in a running container; exits with the command's exit code."""
-    _single(app, "exec")
+    """Run a command in a running container; exits with the command's exit code.
+
+    On several hosts (no -i/-t) the output lines are prefixed by host and a non-zero exit code counts as
+    that host's failure.
+    """
+    multi = len(app.targets) > 1
+    if multi and (interactive or tty):
+        _single(app, "an interactive exec")
     if tty and interactive and not terminal.is_tty(sys.stdin.fileno()):
         raise UsageError("the input device is not a TTY (drop -t, or run from a terminal)")
     size = terminal.size() if tty else terminal.Size(0, 0)
@@ -789,20 +812,24 @@ def exec_(
 
     async def op(client: AgentClient, out: HostOutput) -> int | None:
         try:
-            return await drive_session(
+            code = await drive_session(
                 client,
                 _stub(client).Exec,
                 first,
                 pb.ExecContainerRequest,
                 interactive=interactive and not detach,
                 tty=tty,
+                sink=out if multi else None,
             )
         except AgentCallError as exc:
             exc.exit_code = 126 if exc.code == "FAILED_PRECONDITION" else 1  # type: ignore[misc]
             raise
+        if multi and code:
+            raise ControllerError(f"command exited with code {code}", client.name)
+        return code
 
     code = app.run(op)
-    if not detach:
+    if not detach and not multi:
         _exit_with(code)
 
 

@@ -58,7 +58,7 @@ def events(app: App, since: int | None, filters: tuple[str, ...], no_follow: boo
             else:
                 out.line(event_line(d))
 
-    app.run(op)
+    app.run(op, streaming=not no_follow)
 
 
 COMMANDS = [events]

@@ -116,10 +116,18 @@ def test_container_commands_fan_out(env: Env, tmp_path: Path) -> None:
     assert header.split()[0] == "HOST"
     assert sorted(r.split()[0] for r in rows if NAME in r) == names
 
-    # exec is one host at a time in the containers module (its output is a raw stream): run it on each.
-    for n in names:
-        r = run_cli(env.config_dir, "-H", n, "exec", NAME, "echo", f"exec-ok-{n}", timeout=60)
-        assert r.returncode == 0 and r.stdout == f"exec-ok-{n}\n", r.stderr
+    # exec fans out: each host's lines prefixed, a non-zero exit code is that host's failure.
+    rc, out, err = cli("exec", NAME, "sh", "-c", "echo exec-ok-$(hostname)")
+    assert rc == 0 and f"{N_HOSTS} ok, 0 failed" in err, err
+    assert sorted(line.split(" | ")[0] for line in out.splitlines()) == names
+    assert all(line.split(" | ")[1].startswith("exec-ok-") for line in out.splitlines())
+    first = names[0]
+    r = run_cli(env.config_dir, "-H", first, "exec", NAME, "sh", "-c", ": > /fail-here")
+    assert r.returncode == 0, r.stderr
+    rc, out, err = cli("exec", NAME, "sh", "-c", "[ -e /fail-here ] && exit 3; echo fine")
+    assert rc == 1 and f"{N_HOSTS - 1} ok, 1 failed" in err
+    assert f"error: {first}: command exited with code 3" in err
+    assert sorted(line.split(" | ")[0] for line in out.splitlines()) == [n for n in names if n != first]
 
     deadline = time.monotonic() + 10
     while True:  # the container's first line may land a moment after `run -d` returns
