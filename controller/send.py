@@ -68,8 +68,13 @@ class ImagePlan:
     image_id: str = ""
 
     @property
+    def unique_blobs(self) -> list[Blob]:
+        """Each blob once (an image may list the same layer twice, e.g. empty ones)."""
+        return list({b.digest: b for b in self.blobs}.values())
+
+    @property
     def size(self) -> int:
-        return sum(b.size for b in self.blobs)
+        return sum(b.size for b in self.unique_blobs)
 
 
 class BlobSource(Protocol):
@@ -238,8 +243,9 @@ class Sender:
     async def run(self, plan: ImagePlan | None = None) -> dict[str, TargetReport]:
         """Send and register on every target; failures are recorded per target, never raised."""
         plan = plan or await self.source.plan()
-        states = await self._check_all(plan.blobs)
-        for blob in plan.blobs:
+        blobs = plan.unique_blobs
+        states = await self._check_all(blobs)
+        for blob in blobs:
             offsets: dict[str, int] = {}
             for host in self._alive():
                 present, offset = states[host][blob.digest]
@@ -329,6 +335,8 @@ class Sender:
                     position += len(data)
             except ControllerError as exc:
                 error = _SourceFailed(f"reading from the source {self.source.name} failed: {exc.message}")
+            except OSError as exc:  # a local archive that vanished or cannot be read
+                error = _SourceFailed(f"reading from the source {self.source.name} failed: {exc}")
             finally:
                 await channel.finish(error)
 

@@ -107,3 +107,12 @@ def test_move_image_names_are_valid_references() -> None:
         ref = image_name(name)
         Reference.parse(ref)
         assert ref.startswith("dockyard-move/")
+
+
+def test_a_plan_counts_a_layer_listed_twice_once() -> None:
+    from controller.send import Blob, ImagePlan
+
+    empty = Blob("sha256:" + "e" * 64, 32)
+    plan = ImagePlan("sha256:" + "m" * 64, (empty, Blob("sha256:" + "a" * 64, 100), empty), ("x:1",))
+    assert [b.digest for b in plan.unique_blobs] == [empty.digest, "sha256:" + "a" * 64]
+    assert plan.size == 132
