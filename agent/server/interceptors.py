@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
@@ -76,7 +77,25 @@ def _aborted_code(context: grpc.aio.ServicerContext, known: grpc.StatusCode) -> 
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
-def _wrap_unary(method: str, behavior: Handler) -> Handler:
+DRAIN_SECONDS = 60.0
+
+
+async def _drain(requests: Any) -> None:
+    """Read what the client is still uploading before we answer with an error.
+
+    grpc's asyncio client reports INTERNAL "Internal error from Core" instead of our status when the
+    server ends a client-streaming call while the client is still writing (grpc/grpc#36066). Consuming
+    the rest of the upload first (bounded in time) lets the caller see the real error.
+    """
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in requests:
+                pass
+    except Exception:  # the client went away or the stream broke: nothing left to protect
+        return
+
+
+def _wrap_unary(method: str, behavior: Handler, *, client_streaming: bool = False) -> Handler:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, context)
         try:
@@ -86,6 +105,8 @@ def _wrap_unary(method: str, behavior: Handler) -> Handler:
                 call.code = _aborted_code(context, call.code)
                 raise
             if isinstance(exc, Exception):
+                if client_streaming:
+                    await _drain(request)
                 await call.fail(exc)
             call.code = grpc.StatusCode.CANCELLED
             raise
@@ -138,7 +159,7 @@ class AgentInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary),
+                _wrap_unary(method, handler.stream_unary, client_streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
