@@ -11,18 +11,18 @@ present are skipped. Progress events stream to the caller while this runs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
-import threading
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import agent.log
 from agent.errors import AgentError, Conflict, FailedPrecondition, Integrity, InvalidArgument, NotFound
 from agent.images.content import Ingest
+from agent.images.jobs import ThreadedJob, stream
 from agent.images.reference import Reference
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = agent.log.get(__name__)
 
-T = TypeVar("T")
 _CHUNK = 256 * 1024
 _PROGRESS_INTERVAL = 0.2
 _CONFLICT_POLL = 0.1
@@ -102,20 +101,12 @@ async def pull(
     keeps partial downloads for a later resume.
     """
     job = _PullJob(images, registry, sources, Reference.parse(reference), options or PullOptions())
-    task = asyncio.create_task(job.run())
-    task.add_done_callback(lambda _: job.queue.put_nowait(None))
-    try:
-        while (event := await job.queue.get()) is not None:
+    async with contextlib.aclosing(stream(job)) as events:
+        async for event in events:
             yield event
-        await task
-    finally:
-        if not task.done():
-            job.cancel.set()
-            with contextlib.suppress(BaseException):
-                await task
 
 
-class _PullJob:
+class _PullJob(ThreadedJob[PullEvent]):
     def __init__(
         self,
         images: ImageManager,
@@ -124,31 +115,12 @@ class _PullJob:
         ref: Reference,
         options: PullOptions,
     ) -> None:
+        super().__init__()
         self.images = images
         self.registry = registry
         self.sources = sources
         self.ref = ref
         self.options = options
-        self.cancel = threading.Event()
-        self.queue: asyncio.Queue[PullEvent | None] = asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
-        self._downloaded = 0
-        self._lock = threading.Lock()
-
-    def emit(self, event: PullEvent) -> None:
-        """From any thread."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-
-    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work in a thread; if we are cancelled meanwhile, tell it to stop and wait for it."""
-        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            self.cancel.set()
-            with contextlib.suppress(BaseException):
-                await future
-            raise
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -197,10 +169,10 @@ class _PullJob:
             image_ref=str(self.ref),
             digest=document.digest,
             platform=record.platform,
-            downloaded=self._downloaded,
+            downloaded=self.transferred,
             seconds=round(time.monotonic() - started, 3),
         )
-        self.queue.put_nowait(PullFinished(record, self._downloaded))
+        self.queue.put_nowait(PullFinished(record, self.transferred))
 
     def _config(self, repo: Repository, descriptor: Descriptor) -> bytes:
         content = self.images.content
@@ -219,44 +191,25 @@ class _PullJob:
             raise NotFound(f"{self.ref} is a {declared} image, not {wanted}")
         log.warning("image.platform_mismatch", image_ref=str(self.ref), image=str(declared), host=str(wanted))
 
-    def _count(self, n: int) -> None:
-        with self._lock:
-            self._downloaded += n
-
     async def _layers(
         self, repo: Repository, layers: Sequence[Descriptor], chains: Sequence[str], diff_ids: Sequence[str]
     ) -> None:
         """Fetch every layer, at most `concurrency` at a time; the first failure stops the others."""
-        slots = asyncio.Semaphore(max(1, self.options.concurrency))
         first_of_digest: dict[str, int] = {}
         for i, layer in enumerate(layers):
             first_of_digest.setdefault(layer.digest, i)
             self.queue.put_nowait(LayerProgress(layer.digest, LayerState.WAITING, 0, layer.size))
-
-        async def one(i: int) -> None:
-            async with slots:
-                if self.cancel.is_set():
-                    raise Cancelled("another layer failed")
-                # A blob listed twice (e.g. empty layers) is fetched once; later positions unpack from it.
-                unpack = first_of_digest[layers[i].digest] == i
-                await self._thread(self._layer, repo, layers[i], chains[i], diff_ids[i], unpack)
-
-        results = await asyncio.gather(*(one(i) for i in range(len(layers))), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+        # A blob listed twice (e.g. empty layers) is fetched once; later positions unpack from it.
+        calls = [
+            functools.partial(
+                self._layer, repo, layers[i], chains[i], diff_ids[i], first_of_digest[layers[i].digest] == i
+            )
+            for i in range(len(layers))
+        ]
+        await self._parallel(calls, self.options.concurrency, "layer")
 
     def _layer(self, repo: Repository, layer: Descriptor, chain: str, diff_id: str, unpack: bool) -> None:
-        """One layer in this worker thread; sets `cancel` on failure so the other layers stop too."""
-        try:
-            self._layer_inner(repo, layer, chain, diff_id, unpack)
-        except BaseException:
-            self.cancel.set()
-            raise
-
-    def _layer_inner(
-        self, repo: Repository, layer: Descriptor, chain: str, diff_id: str, unpack: bool
-    ) -> None:
+        """One layer, in a worker thread."""
         content, snapshots = self.images.content, self.images.snapshots
         if content.has(layer.digest):
             if snapshots.has(chain):

@@ -10,17 +10,17 @@ too, so the digest users pulled stays the digest they push. Progress events stre
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
-import threading
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
 import agent.log
 from agent.errors import FailedPrecondition
+from agent.images.jobs import ThreadedJob, stream
 from agent.images.reference import Reference
 from agent.images.store import ImageRecord
 from agent.registry import manifests
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = agent.log.get(__name__)
 
-T = TypeVar("T")
 _PROGRESS_INTERVAL = 0.2
 _UPLOAD_ATTEMPTS = 3
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
@@ -88,20 +87,12 @@ async def push(
     ref = Reference.parse(reference)
     record = images.get(reference)
     job = _PushJob(images, registry, sources, ref, record, options or PushOptions())
-    task = asyncio.create_task(job.run())
-    task.add_done_callback(lambda _: job.queue.put_nowait(None))
-    try:
-        while (event := await job.queue.get()) is not None:
+    async with contextlib.aclosing(stream(job)) as events:
+        async for event in events:
             yield event
-        await task
-    finally:
-        if not task.done():
-            job.cancel.set()
-            with contextlib.suppress(BaseException):
-                await task
 
 
-class _PushJob:
+class _PushJob(ThreadedJob[PushEvent]):
     def __init__(
         self,
         images: ImageManager,
@@ -111,30 +102,13 @@ class _PushJob:
         record: ImageRecord,
         options: PushOptions,
     ) -> None:
+        super().__init__()
         self.images = images
         self.registry = registry
         self.sources = sources
         self.ref = ref
         self.record = record
         self.options = options
-        self.cancel = threading.Event()
-        self.queue: asyncio.Queue[PushEvent | None] = asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
-        self._uploaded = 0
-        self._lock = threading.Lock()
-
-    def emit(self, event: PushEvent) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-
-    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            self.cancel.set()
-            with contextlib.suppress(BaseException):
-                await future
-            raise
 
     def _documents(self) -> tuple[list[Document], Document | None]:
         """(manifests to push, index to push or None), all read from the content store."""
@@ -171,18 +145,8 @@ class _PushJob:
                     blobs.setdefault(descriptor.digest, descriptor)
             for descriptor in blobs.values():
                 self.queue.put_nowait(BlobProgress(descriptor.digest, BlobState.WAITING, 0, descriptor.size))
-            slots = asyncio.Semaphore(max(1, self.options.concurrency))
-
-            async def one(descriptor: Descriptor) -> None:
-                async with slots:
-                    if self.cancel.is_set():
-                        raise Cancelled("another blob failed")
-                    await self._thread(self._blob, repo, descriptor)
-
-            results = await asyncio.gather(*(one(d) for d in blobs.values()), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+            calls = [functools.partial(self._blob, repo, d) for d in blobs.values()]
+            await self._parallel(calls, self.options.concurrency, "blob")
             tag = self.ref.tag
             if index is None:
                 identifier = self.ref.digest or tag or documents[0].digest
@@ -203,20 +167,13 @@ class _PushJob:
             "image.pushed",
             image_ref=str(self.ref),
             digest=pushed.digest,
-            uploaded=self._uploaded,
+            uploaded=self.transferred,
             seconds=round(time.monotonic() - started, 3),
         )
-        self.queue.put_nowait(PushFinished(str(self.ref), pushed.digest, self._uploaded))
+        self.queue.put_nowait(PushFinished(str(self.ref), pushed.digest, self.transferred))
 
     # -- one blob, in a worker thread --------------------------------------------------------------------
     def _blob(self, repo: Repository, descriptor: Descriptor) -> None:
-        try:
-            self._blob_inner(repo, descriptor)
-        except BaseException:
-            self.cancel.set()
-            raise
-
-    def _blob_inner(self, repo: Repository, descriptor: Descriptor) -> None:
         digest, size = descriptor.digest, descriptor.size
         if repo.blob_size(digest) is not None:
             self.emit(BlobProgress(digest, BlobState.EXISTS, size, size))
@@ -268,10 +225,6 @@ class _PushJob:
                 offset += len(chunk)
                 progress.add(len(chunk))
             repo.finish_upload(location, digest, None, size)
-
-    def _count(self, n: int) -> None:
-        with self._lock:
-            self._uploaded += n
 
 
 class _Progress:
