@@ -20,7 +20,7 @@ from controller.send import AgentSource, Blob, ImagePlan, Sender
 from controller.target import parse as parse_target
 from tests.integration.transfer.conftest import IMAGE, Host, HostFactory, cli_for
 from tests.support.agent import CLI_BIN, wait_for
-from tests.support.cut_proxy import UploadCutProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.root
 
@@ -98,12 +98,12 @@ def test_send_resumes_after_a_connection_cut_mid_blob(hosts: HostFactory) -> Non
     (b,) = hosts("b", image=False)
     info = make_app_image(a)
     top = info["layers"][-1]
-    proxy = UploadCutProxy(b.agent.port)
+    proxy = TcpProxy(b.agent.port, direction="upload")
     try:
         # everything before the top layer is small; 3 MB later the connection is reset mid-layer
         proxy.cut_after(info["layers"][0]["size"] + 3_000_000)
         done = cli_for([a])(
-            "--format", "json", "image", "send", "app:1", "--from", a.target, "-H", f"b={proxy.address}",
+            "--format", "json", "image", "send", "app:1", "--from", a.target, "-H", f"b={proxy.host}",
             timeout=120,
         )  # fmt: skip
     finally:
@@ -126,12 +126,12 @@ def test_send_resumes_what_a_killed_controller_left(hosts: HostFactory) -> None:
     info = make_app_image(a)
     top = info["layers"][-1]
     partial = b.data_root / "content" / "ingest" / top["digest"].split(":", 1)[1] / "data"
-    proxy = UploadCutProxy(b.agent.port)
+    proxy = TcpProxy(b.agent.port, direction="upload")
     proxy.rate = 4_000_000  # slow enough to catch the controller in the middle of the layer
     env = {"DOCKYARD_CONFIG_DIR": str(a.config_dir)}
     try:
         proc = subprocess.Popen(
-            [CLI_BIN, "image", "send", "app:1", "--from", a.target, "-H", f"b={proxy.address}"],
+            [CLI_BIN, "image", "send", "app:1", "--from", a.target, "-H", f"b={proxy.host}"],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
