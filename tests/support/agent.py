@@ -90,6 +90,11 @@ def _toml_value(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def config_text(values: dict[str, Any]) -> str:
+    """An agent config file of top-level keys (JSON strings and numbers are valid TOML values)."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+
 BIN = Path(sys.executable).parent
 AGENT_BIN = str(BIN / "dockyard-agent")
 CLI_BIN = str(BIN / "dockyard")

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.agent import AgentProcess, FleetPki, run_cli
 from tests.support.images import busybox_rootfs_tar
+from tests.support.sweep import mounts_under
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 BUSYBOX = "busybox:test"
@@ -46,10 +47,7 @@ def leftovers(agent: AgentProcess) -> list[str]:
     build = data / "build"
     if build.exists():
         found += [f"dir {p}" for p in build.iterdir()]
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        target = line.split()[4]
-        if target.startswith(str(build)):
-            found.append(f"mount {target}")
+    found += [f"mount {target}" for target in mounts_under(build)]
     runc_root = data / "run" / "build-runc"
     if runc_root.exists():
         found += [f"runc {p.name}" for p in runc_root.iterdir() if (p / "state.json").exists()]

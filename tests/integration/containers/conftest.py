@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +25,11 @@ import pytest
 from agent.api.v1 import containers_pb2 as pb
 from agent.api.v1 import containers_pb2_grpc
 from agent.runtime import cgroups
-from tests.support.agent import AgentProcess, FleetPki, run_cli, wait_for
+from tests.support.agent import AgentProcess, FleetPki, config_text, run_cli, wait_for
 from tests.support.images import busybox_rootfs_tar
+from tests.support.sweep import cmdline, mounts_under, pids_mentioning, sweep_agent
 
 IMAGE = "busybox:test"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -86,50 +83,22 @@ class Yard:
         self.agent.start()
 
 
-def config_text(values: dict[str, Any]) -> str:
-    lines = []
-    for key, value in values.items():
-        lines.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
-
-
 def leftovers(yard: Yard) -> dict[str, list[str]]:
     """Mounts, cgroups, processes, runtime state and directories the agent's containers still hold."""
     root = str(yard.data_root)
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split(" ")[4]
-            if target.startswith(root):
-                mounts.append(target)
+    mounts = mounts_under(root)
     groups = [str(p) for p in cgroups.leftover(yard.cgroup_parent)]
     procs = []
     agent_pid = yard.agent.proc.pid if yard.agent.proc is not None else -1
-    for pid in _pids_mentioning(root):
+    for pid in pids_mentioning(root):
         if pid == agent_pid:
             continue
-        procs.append(f"{pid} {_cmdline(pid)[:120]}")
+        procs.append(f"{pid} {cmdline(pid)[:120]}")
     runc_root = yard.data_root / "run" / "runc"
     state = sorted(p.name for p in runc_root.iterdir()) if runc_root.exists() else []
     ctr_root = yard.data_root / "containers"
     dirs = sorted(p.name for p in ctr_root.iterdir()) if ctr_root.exists() else []
     return {"mounts": mounts, "cgroups": groups, "processes": procs, "runtime_state": state, "dirs": dirs}
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    me = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != me and text in _cmdline(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def sweep(yard: Yard) -> None:
@@ -139,38 +108,7 @@ def sweep(yard: Yard) -> None:
             ids = yard.cli("ps", "-aq", "--no-trunc", timeout=30).stdout.split()
             if ids:
                 yard.cli("rm", "-f", *ids, timeout=120)
-    yard.agent.stop()
-    # processes we started: conmons (their command line names our data root) and the containers'
-    # processes (members of our cgroups)
-    for pid in _pids_mentioning(str(yard.data_root)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for group in cgroups.leftover(yard.cgroup_parent):
-        with contextlib.suppress(OSError):
-            for pid_text in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid_text), signal.SIGKILL)
-    root = str(yard.data_root)
-    with open("/proc/self/mountinfo") as f:
-        targets = [line.split(" ")[4] for line in f if line.split(" ")[4].startswith(root)]
-    for target in sorted(targets, key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-    deadline = time.monotonic() + 5
-    for group in cgroups.leftover(yard.cgroup_parent):
-        while True:
-            try:
-                group.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-    rel = yard.cgroup_parent.strip("/")
-    for controller in CGROUP_ROOT.iterdir():
-        with contextlib.suppress(OSError):
-            (controller / rel).rmdir()
+    sweep_agent(yard.agent, yard.cgroup_parent)
 
 
 @pytest.fixture(scope="session")

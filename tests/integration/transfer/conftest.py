@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +20,13 @@ from typing import Any
 
 import pytest
 
-from agent.runtime import cgroups
-from tests.support.agent import AgentProcess, FleetPki, run_cli, wait_for
+from tests.support.agent import AgentProcess, FleetPki, config_text, run_cli, wait_for
 from tests.support.images import busybox_rootfs_tar
+from tests.support.sweep import mounts_under, sweep_agent
 
 pytestmark = pytest.mark.root
 
 IMAGE = "busybox:test"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -79,26 +75,6 @@ def _names(host: Host) -> list[str]:
     return [str(c["name"]) for c in listed]
 
 
-def config_text(values: dict[str, Any]) -> str:
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    me = os.getpid()
-    return [
-        int(p.name)
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and int(p.name) != me and text in _cmdline(int(p.name))
-    ]
-
-
 def sweep(host: Host) -> None:
     """Remove everything the host's containers may have left, whatever state the test ended in."""
     if host.agent.running:
@@ -106,41 +82,7 @@ def sweep(host: Host) -> None:
             names = _names(host)
             if names:
                 host.cli("rm", "-f", *names, timeout=120)
-    host.agent.stop()
-    for pid in _pids_mentioning(str(host.data_root)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for group in cgroups.leftover(host.cgroup_parent):
-        with contextlib.suppress(OSError):
-            for pid_text in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid_text), signal.SIGKILL)
-    root = str(host.data_root)
-    with open("/proc/self/mountinfo") as f:
-        targets = [line.split(" ")[4] for line in f if line.split(" ")[4].startswith(root)]
-    for target in sorted(targets, key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-    deadline = time.monotonic() + 5
-    for group in cgroups.leftover(host.cgroup_parent):
-        while True:
-            try:
-                group.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-    rel = host.cgroup_parent.strip("/")
-    for controller in CGROUP_ROOT.iterdir():
-        with contextlib.suppress(OSError):
-            (controller / rel).rmdir()
-
-
-def mounts_under(root: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split(" ")[4] for line in f if line.split(" ")[4].startswith(str(root))]
+    sweep_agent(host.agent, host.cgroup_parent)
 
 
 @pytest.fixture(scope="session")
