@@ -32,6 +32,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
 ]
 
+# One credentials object per config dir for the whole process (a fan-out opens one channel per host).
+_CREDENTIALS: dict[Path, grpc.ChannelCredentials] = {}
+
 
 class AgentClient:
     """A connection to one agent; `await close()` when done."""
@@ -59,6 +62,13 @@ class AgentClient:
     def _open(self) -> grpc.aio.Channel:
         if self.target.kind == "unix":
             return grpc.aio.insecure_channel(self.target.grpc_target, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(self.target.grpc_target, self._credentials(), options=_CHANNEL_OPTIONS)
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        """The controller's mTLS identity, read once per process and shared by every channel."""
+        cached = _CREDENTIALS.get(self.config_dir)
+        if cached is not None:
+            return cached
         ca, cert, key = self._tls_files()
         missing = [p for p in (ca, cert, key) if not p.exists()]
         if missing:
@@ -72,7 +82,8 @@ class AgentClient:
             private_key=key.read_bytes(),
             certificate_chain=cert.read_bytes(),
         )
-        return grpc.aio.secure_channel(self.target.grpc_target, creds, options=_CHANNEL_OPTIONS)
+        _CREDENTIALS[self.config_dir] = creds
+        return creds
 
     def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         cached = self._stubs.get(stub_cls)
