@@ -15,44 +15,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.agent import AgentProcess, wait_for  # noqa: E402
+from tests.benchmarks.commands import IMAGE, PODMAN_RUN, median_of, podman_cli, timed  # noqa: E402
+from tests.support.agent import CLI_BIN, AgentProcess, wait_for  # noqa: E402
 from tests.support.images import busybox_rootfs_tar  # noqa: E402
 
-BIN = Path(sys.executable).parent
-DOCKYARD = str(BIN / "dockyard")
-IMAGE = "busybox:bench"
-PODMAN_RUN = ["--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 AGENT_CONFIG = """network_bridge = "dyb0"
 network_subnet = "10.232.240.0/24"
 network_pool = "10.232.244.0/22"
 network_name_prefix = "dyb-"
 network_nft_table = "dyb"
 """
-
-
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:8])} exited {r.returncode}: {(r.stderr or r.stdout)[-600:]}")
-    return elapsed
-
-
-def median_of(argv: Sequence[str], repeat: int, env: dict[str, str] | None = None) -> float:
-    timed(argv, env)  # warm-up: first use creates bridges, caches, page cache
-    return statistics.median(timed(argv, env) for _ in range(repeat))
 
 
 def main() -> None:
@@ -68,11 +48,11 @@ def main() -> None:
     (work / "agent").mkdir()
     (work / "agent.toml").write_text(AGENT_CONFIG)
     agent.extra_args = ["--config", str(work / "agent.toml")]
-    podman = ["podman", "--root", str(work / "podman"), "--runroot", str(work / "podman-run")]
+    podman = podman_cli(work)
     try:
         agent.start()
         env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(work / "controller")}
-        dy = [DOCKYARD, "-H", agent.unix_target]
+        dy = [CLI_BIN, "-H", agent.unix_target]
         timed([*dy, "import", str(tar), IMAGE], env)
         results["dockyard bridge"] = median_of([*dy, "run", "--rm", IMAGE, "true"], ns.repeat, env)
         results["dockyard none"] = median_of(

@@ -27,7 +27,6 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -38,28 +37,11 @@ from agent.runtime import host  # noqa: E402
 from agent.runtime.options import RunOptions  # noqa: E402
 from agent.runtime.spec import ImageConfig, SpecInputs, build_spec  # noqa: E402
 from agent.runtime.users import ResolvedUser  # noqa: E402
-from tests.support.agent import AgentProcess, FleetPki  # noqa: E402
+from tests.benchmarks.commands import IMAGE, PODMAN_RUN, median_of, podman_cli, timed  # noqa: E402
+from tests.support.agent import CLI_BIN, AgentProcess, FleetPki  # noqa: E402
 from tests.support.images import busybox_rootfs_tar  # noqa: E402
 
-BIN = Path(sys.executable).parent
-DOCKYARD = str(BIN / "dockyard")
-IMAGE = "busybox:bench"
-PODMAN_RUN = ["--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 CGROUP_PARENT = f"/dybench-{secrets.token_hex(3)}"
-
-
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:8])} exited {r.returncode}: {(r.stderr or r.stdout)[-600:]}")
-    return elapsed
-
-
-def median_of(argv: Sequence[str], repeat: int, env: dict[str, str] | None = None) -> float:
-    timed(argv, env)  # warm-up
-    return statistics.median(timed(argv, env) for _ in range(repeat))
 
 
 def runc_floor(work: Path, tar: Path, repeat: int) -> float:
@@ -139,19 +121,19 @@ def main() -> None:
         tls_dir=pki.agent_tls(work / "agent" / "tls"),
         extra_args=["--config", str(work / "agent.toml")],
     )
-    podman = ["podman", "--root", str(work / "podman"), "--runroot", str(work / "podman-run")]
+    podman = podman_cli(work)
     engine = None
     try:
         results["runc run (floor)"] = runc_floor(work, tar, ns.repeat)
         agent.start()
         env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(pki.config_dir)}
-        local = [DOCKYARD, "-H", agent.unix_target]
+        local = [CLI_BIN, "-H", agent.unix_target]
         timed([*local, "import", str(tar), IMAGE], env)
-        remote = [DOCKYARD, "-H", agent.tcp_target]
+        remote = [CLI_BIN, "-H", agent.tcp_target]
         results["dockyard run --rm --network none (mTLS)"] = median_of(
             [*remote, "run", "--rm", "--network", "none", IMAGE, "true"], ns.repeat, env
         )
-        results["dockyard CLI start-up (--version)"] = median_of([DOCKYARD, "--version"], ns.repeat, env)
+        results["dockyard CLI start-up (--version)"] = median_of([CLI_BIN, "--version"], ns.repeat, env)
         agent_side = agent_side_latencies(agent)
         if agent_side:
             results["agent-side: RPC receipt → exit observed"] = statistics.median(agent_side)
