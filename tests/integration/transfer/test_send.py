@@ -98,19 +98,48 @@ def test_send_resumes_after_a_connection_cut_mid_blob(hosts: HostFactory) -> Non
     (b,) = hosts("b", image=False)
     info = make_app_image(a)
     top = info["layers"][-1]
+    partial = b.data_root / "content" / "ingest" / top["digest"].split(":", 1)[1] / "data"
     proxy = TcpProxy(b.agent.port, direction="upload")
+    proxy.rate = 4_000_000  # slow enough to cut the connection in the middle of the top layer
+    env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(a.config_dir)}
     try:
-        # everything before the top layer is small; 3 MB later the connection is reset mid-layer
-        proxy.cut_after(info["layers"][0]["size"] + 3_000_000)
-        done = cli_for([a])(
-            "--format", "json", "image", "send", "app:1", "--from", a.target, "-H", f"b={proxy.host}",
-            timeout=120,
-        )  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                CLI_BIN,
+                "--format",
+                "json",
+                "image",
+                "send",
+                "app:1",
+                "--from",
+                a.target,
+                "-H",
+                f"b={proxy.host}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Cut only once part of the layer is durable on the target: bytes still in the agent's socket
+            # buffer when the connection is reset are lost by TCP, not by us.
+            wait_for(
+                lambda: partial.exists() and partial.stat().st_size > 1_000_000, 60, "a partial top layer"
+            )
+            proxy.cut_after(1)
+            wait_for(lambda: proxy.cuts == 1, 30, "the cut")
+            proxy.rate = None
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     finally:
         proxy.close()
-    assert done.returncode == 0, done.stderr
+    assert proc.returncode == 0, stderr
     assert proxy.cuts == 1
-    report = json.loads(done.stdout)["hosts"]["b"]
+    report = json.loads(stdout)["hosts"]["b"]
     assert report["retries"] >= 1 and report["resumed_bytes"] > 0
     writes = [e for e in written(b) if e["digest"] == top["digest"]]
     assert len(writes) >= 2 and not writes[0]["complete"] and writes[-1]["complete"]
