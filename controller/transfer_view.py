@@ -1,7 +1,9 @@
-"""Per-layer progress of a pull or push: rich progress bars on a terminal, plain lines otherwise.
+"""Per-blob progress of a pull, push or image send: rich progress bars on a terminal, plain lines otherwise.
 
 Plain mode prints one line per state change (`<short digest>: Downloading`, `…: Pull complete`), which
-reads well in logs and, prefixed with the host, in fleet-wide runs. Bytes only move the bars.
+reads well in logs and, prefixed with the host, in fleet-wide runs. Bytes only move the bars. A pull or
+push has one view per host (its `HostOutput` adds the prefix); an image send drives several hosts through
+one view and names the host in each `update`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ PUSH_WORDS = {
     "mounted": "Mounted from another repository",
     "done": "Pushed",
 }
+SEND_WORDS = {
+    "exists": "Already exists",
+    "sending": "Sending",
+    "sent": "Sent",
+    "retrying": "Retrying",
+    "failed": "Failed",
+}
 
 
 def short(digest: str) -> str:
@@ -48,9 +57,9 @@ class TransferView:
         self.out = out
         self.words = words
         self.silent = silent
-        self._last_state: dict[str, str] = {}
+        self._last_state: dict[tuple[str | None, str], str] = {}
         self._progress: Progress | None = None
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[tuple[str | None, str], TaskID] = {}
         if interactive and not silent:
             self._progress = Progress(
                 TextColumn("{task.fields[name]}"),
@@ -81,17 +90,21 @@ class TransferView:
         else:
             self.out.line(text)
 
-    def update(self, digest: str, state: str, current: int, total: int) -> None:
+    def update(self, digest: str, state: str, current: int, total: int, *, host: str | None = None) -> None:
+        """`host`: which host this blob goes to when one view shows several (bar label and line prefix)."""
         if self.silent:
             return
         word = self.words.get(state, state)
+        key = (host, digest)
         if self._progress is not None:
-            task = self._tasks.get(digest)
+            task = self._tasks.get(key)
             if task is None:
-                task = self._progress.add_task("", total=total or None, name=short(digest), state=word)
-                self._tasks[digest] = task
+                label = f"{host} {short(digest)}" if host else short(digest)
+                task = self._progress.add_task("", total=total or None, name=label, state=word)
+                self._tasks[key] = task
             self._progress.update(task, completed=current, total=total or None, state=word)
             return
-        if self._last_state.get(digest) != state:
-            self._last_state[digest] = state
-            self.out.line(f"{short(digest)}: {word}")
+        if self._last_state.get(key) != state:
+            self._last_state[key] = state
+            out = HostOutput(host) if host else self.out
+            out.line(f"{short(digest)}: {word}")

@@ -9,13 +9,10 @@ global -H; `--to` for move) themselves and drive the agents through `controller.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from agent.api.v1 import transfer_pb2 as pb
 from agent.api.v1 import transfer_pb2_grpc
@@ -26,17 +23,9 @@ from controller.client import AgentClient
 from controller.commands.fleet import HOSTS_KEY, inventory_path
 from controller.errors import UsageError
 from controller.move import Mover
-from controller.send import AgentSource, Blob, BlobSource, Sender
+from controller.send import AgentSource, Blob, BlobSource, Sender, no_progress
 from controller.target import Target
-
-SEND_WORDS = {
-    "exists": "Already exists",
-    "sending": "Sending",
-    "sent": "Sent",
-    "retrying": "Retrying",
-    "failed": "Failed",
-}
-
+from controller.transfer_view import SEND_WORDS, TransferView
 
 # ---- commit -----------------------------------------------------------------------------------------------
 
@@ -104,65 +93,6 @@ def _send_targets(ctx: click.Context, app: App, hosts: tuple[str, ...]) -> list[
     raise UsageError("say where to send: -H TARGET (repeatable: names, @group, all, addresses)")
 
 
-# ---- progress ----------------------------------------------------------------------------------------------
-
-
-class SendView:
-    """Per host and blob: a progress bar on a terminal, otherwise one line per state change."""
-
-    def __init__(self, console: Console, *, interactive: bool, prefix: bool, silent: bool) -> None:
-        self.console = console
-        self.prefix = prefix
-        self.silent = silent
-        self._last: dict[tuple[str, str], str] = {}
-        self._progress: Progress | None = None
-        self._tasks: dict[tuple[str, str], TaskID] = {}
-        if interactive and not silent:
-            self._progress = Progress(
-                TextColumn("{task.fields[name]}"),
-                BarColumn(bar_width=30),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TextColumn("{task.fields[state]}"),
-                console=console,
-            )
-
-    def __enter__(self) -> SendView:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def line(self, text: str) -> None:
-        if self.silent:
-            return
-        if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
-        else:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
-
-    def update(self, host: str, blob: Blob, state: str, done: int, total: int) -> None:
-        if self.silent:
-            return
-        word = SEND_WORDS.get(state, state)
-        key = (host, blob.digest)
-        label = f"{host} {blob.short}" if self.prefix else blob.short
-        if self._progress is not None:
-            task = self._tasks.get(key)
-            if task is None:
-                task = self._progress.add_task("", total=total or None, name=label, state=word)
-                self._tasks[key] = task
-            self._progress.update(task, completed=done, total=total or None, state=word)
-            return
-        if self._last.get(key) != state:
-            self._last[key] = state
-            self.line(f"{host} | {blob.short}: {word}" if self.prefix else f"{blob.short}: {word}")
-
-
 # ---- image send -------------------------------------------------------------------------------------------
 
 
@@ -200,7 +130,12 @@ def image_send(
         local_file = None
     prefix = len(targets) > 1
     interactive = not prefix and not app.json and app.console.is_terminal
-    view = SendView(app.console, interactive=interactive, prefix=prefix, silent=quiet or app.json)
+    view = TransferView(
+        HostOutput(None), app.console, interactive=interactive, words=SEND_WORDS, silent=quiet or app.json
+    )
+
+    def progress(host: str, blob: Blob, state: str, done: int, total: int) -> None:
+        view.update(blob.digest, state, done, total, host=host if prefix else None)
 
     async def run() -> tuple[dict[str, Any], int, int]:
         pool = fanout.Pool(app.config_dir)
@@ -213,7 +148,7 @@ def image_send(
             plan = await src.plan()
             clients = [pool.client(t) for t in targets]
             with view:
-                reports = await Sender(src, clients, progress=view.update).run(plan)
+                reports = await Sender(src, clients, progress=progress).run(plan)
             return dict(reports), src.bytes_read, plan.size
         finally:
             await pool.close()
@@ -222,7 +157,9 @@ def image_send(
     _show_send(app, reports, bytes_read, image_size, view)
 
 
-def _show_send(app: App, reports: dict[str, Any], bytes_read: int, image_size: int, view: SendView) -> None:
+def _show_send(
+    app: App, reports: dict[str, Any], bytes_read: int, image_size: int, view: TransferView
+) -> None:
     failed = {h: r.error for h, r in reports.items() if r.error is not None}
     if app.json:
         output.print_json(
@@ -246,8 +183,8 @@ def _show_send(app: App, reports: dict[str, Any], bytes_read: int, image_size: i
             if r.retries:
                 parts.append(f"{r.retries} retries")
             name = ", ".join(r.names) or r.image_id
-            view.line(f"{host} | {name}: {'; '.join(parts)}")
-        view.line(
+            view.message(f"{host} | {name}: {'; '.join(parts)}")
+        view.message(
             f"read {output.human_size(bytes_read)} from the source "
             f"for a {output.human_size(image_size)} image"
         )
@@ -286,7 +223,6 @@ def move(
     src_target, dst_target = found[0][0], found[1][0]
     if src_target.grpc_target == dst_target.grpc_target:
         raise UsageError("--from and --to are the same host")
-    view = SendView(app.console, interactive=False, prefix=False, silent=True)
 
     def say(text: str) -> None:
         if not app.json:
@@ -299,7 +235,7 @@ def move(
                 pool.client(src_target),
                 pool.client(dst_target),
                 say=say,
-                progress=view.update,
+                progress=no_progress,
                 stop_timeout=stop_timeout,
             )
             return (await mover.move(container, keep_source=keep_source)).as_dict()
