@@ -41,7 +41,7 @@ from agent.images.content import ContentStore
 from agent.images.reference import Reference
 from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
-from agent.images.streams import ChunkReader, ChunkWriter, StreamAborted
+from agent.images.streams import ChunkWriter, read_in_thread, written_in_thread
 from agent.images.unpack import unpack_blob
 from agent.registry import manifests
 from agent.registry.auth import Credentials
@@ -358,64 +358,24 @@ class ImageManager:
         return self._save_stream(items, fmt)
 
     async def _save_stream(self, items: list[archive.SaveItem], fmt: str) -> AsyncIterator[bytes]:
-        writer = ChunkWriter(asyncio.get_running_loop())
-
-        def work() -> None:
-            try:
-                if fmt == "oci":
-                    archive.write_oci_archive(writer, items, self.content)  # type: ignore[arg-type]
-                else:
-                    archive.write_docker_archive(writer, items, self.content, self._layer_size)  # type: ignore[arg-type]
-            except StreamAborted:
-                return
-            except BaseException as exc:  # handed to the loop side, which raises it
-                with contextlib.suppress(StreamAborted):
-                    writer.finish(exc)
-                return
-            with contextlib.suppress(StreamAborted):
-                writer.finish()
+        def work(writer: ChunkWriter) -> None:
+            if fmt == "oci":
+                archive.write_oci_archive(writer, items, self.content)  # type: ignore[arg-type]
+            else:
+                archive.write_docker_archive(writer, items, self.content, self._layer_size)  # type: ignore[arg-type]
 
         async with self.operation():
-            task = asyncio.create_task(asyncio.to_thread(work))
-            try:
-                async for chunk in writer.chunks():
+            async with contextlib.aclosing(written_in_thread(work)) as chunks:
+                async for chunk in chunks:
                     yield chunk
-            finally:
-                writer.abort()
-                with contextlib.suppress(BaseException):
-                    await task
         log.info("image.saved", images=[i.record.digest for i in items], format=fmt)
-
-    async def _consume_upload(self, chunks: AsyncIterable[bytes], fn: Callable[[ChunkReader], Any]) -> Any:
-        """Feed an uploaded stream to `fn(reader)` running in a thread; returns its result."""
-        reader = ChunkReader()
-
-        def run() -> Any:
-            try:
-                return fn(reader)
-            finally:
-                reader.close()
-
-        task = asyncio.create_task(asyncio.to_thread(run))
-        try:
-            async for chunk in chunks:
-                if task.done():
-                    break
-                await reader.feed(chunk)
-            await reader.finish()
-        except BaseException:
-            reader.fail(StreamAborted("the upload was interrupted"))
-            with contextlib.suppress(BaseException):
-                await task
-            raise
-        return await task
 
     async def load(self, chunks: AsyncIterable[bytes]) -> list[ImageRecord]:
         """`load -i`: docker-archive or OCI-archive bytes (maybe compressed) → registered images."""
         work = self.tmp_dir / f"load-{secrets.token_hex(8)}"
         try:
             async with self.operation():
-                staged = await self._consume_upload(
+                staged = await read_in_thread(
                     chunks, lambda r: archive.stage_archive(cast(BinaryIO, r), work)
                 )
                 planned = await asyncio.to_thread(archive.plan_archive, staged, self.content)
@@ -448,7 +408,7 @@ class ImageManager:
         work = self.tmp_dir / f"import-{secrets.token_hex(8)}"
         try:
             async with self.operation():
-                layer: archive.ImportedLayer = await self._consume_upload(
+                layer: archive.ImportedLayer = await read_in_thread(
                     chunks, lambda r: archive.stage_rootfs(cast(BinaryIO, r), work, self.content)
                 )
                 config = archive.import_config(layer.diff_id, changes=config_changes, message=message)

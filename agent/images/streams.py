@@ -4,17 +4,21 @@
 `ChunkWriter`: a worker thread `write`s a file (e.g. a tar stream), the loop iterates over `chunks()`.
 Both are bounded (backpressure both ways) and can be failed from either side so that neither a thread nor
 a coroutine waits forever when the other side is gone (client cancelled, archive rejected).
+`read_in_thread` and `written_in_thread` run the blocking side in a worker thread and drive the loop side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import queue
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from typing import TypeVar
 
 from agent.errors import Conflict
 
+T = TypeVar("T")
 CHUNK_SIZE = 1 << 20  # well under gRPC's default 4 MiB message limit
 _EOF = b""
 
@@ -171,3 +175,61 @@ class ChunkWriter(io.RawIOBase):
         self._aborted = True
         while not self._q.empty():
             self._q.get_nowait()
+
+
+async def read_in_thread(chunks: AsyncIterable[bytes], read: Callable[[ChunkReader], T]) -> T:
+    """Feed an uploaded stream to blocking `read(reader)` running in a thread; returns its result.
+
+    If `read` stops early, the rest of the upload is not consumed; if the upload fails or is cancelled,
+    `read` is made to fail at its next read and waited for before the error propagates.
+    """
+    reader = ChunkReader()
+
+    def run() -> T:
+        try:
+            return read(reader)
+        finally:
+            reader.close()
+
+    task = asyncio.create_task(asyncio.to_thread(run))
+    try:
+        async for chunk in chunks:
+            if task.done():
+                break
+            await reader.feed(chunk)
+        await reader.finish()
+    except BaseException:
+        reader.fail(StreamAborted("the upload was interrupted"))
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    return await task
+
+
+async def written_in_thread(write: Callable[[ChunkWriter], None]) -> AsyncGenerator[bytes, None]:
+    """Yield the chunks blocking `write(writer)` writes in a thread; its error is raised from the iterator.
+
+    Closing the iterator early makes `write` fail at its next write and waits for the thread to end.
+    """
+    writer = ChunkWriter(asyncio.get_running_loop())
+
+    def work() -> None:
+        try:
+            write(writer)
+        except StreamAborted:
+            return
+        except BaseException as exc:  # handed to the loop side, which raises it
+            with contextlib.suppress(StreamAborted):
+                writer.finish(exc)
+            return
+        with contextlib.suppress(StreamAborted):
+            writer.finish()
+
+    task = asyncio.create_task(asyncio.to_thread(work))
+    try:
+        async for chunk in writer.chunks():
+            yield chunk
+    finally:
+        writer.abort()
+        with contextlib.suppress(BaseException):
+            await task

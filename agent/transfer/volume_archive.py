@@ -21,7 +21,7 @@ from typing import BinaryIO, cast
 import agent.log
 from agent.containers.volumes import Volume, VolumeManager
 from agent.errors import AlreadyExists, InvalidArgument
-from agent.images.streams import ChunkReader, ChunkWriter, StreamAborted
+from agent.images.streams import read_in_thread, written_in_thread
 
 log = agent.log.get(__name__)
 
@@ -65,30 +65,14 @@ class VolumeArchive:
         return self._export(volume)
 
     async def _export(self, volume: Volume) -> AsyncIterator[bytes]:
-        writer = ChunkWriter(asyncio.get_running_loop())
-
-        def work() -> None:
-            try:
-                _write_tar(volume.mountpoint, cast(BinaryIO, writer))
-            except StreamAborted:
-                return
-            except BaseException as exc:  # handed to the loop side, which raises it
-                with contextlib.suppress(StreamAborted):
-                    writer.finish(exc)
-                return
-            with contextlib.suppress(StreamAborted):
-                writer.finish()
-
-        task = asyncio.create_task(asyncio.to_thread(work))
         sent = 0
         try:
-            async for chunk in writer.chunks():
-                sent += len(chunk)
-                yield chunk
+            tar = written_in_thread(lambda writer: _write_tar(volume.mountpoint, cast(BinaryIO, writer)))
+            async with contextlib.aclosing(tar) as chunks:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    yield chunk
         finally:
-            writer.abort()
-            with contextlib.suppress(BaseException):
-                await task
             log.info("transfer.volume_exported", volume=volume.name, bytes=sent)
 
     async def import_(
@@ -101,29 +85,11 @@ class VolumeArchive:
         volume = self._volumes.create(name, labels, anonymous=anonymous)
         if existed and any(volume.mountpoint.iterdir()):
             raise AlreadyExists(f"volume {name} already exists on this host and is not empty")
-        reader = ChunkReader()
-
-        def run() -> int:
-            try:
-                return _read_tar(cast(BinaryIO, reader), volume.mountpoint)
-            finally:
-                reader.close()
-
-        task = asyncio.create_task(asyncio.to_thread(run))
         try:
-            try:
-                async for chunk in chunks:
-                    if task.done():
-                        break
-                    await reader.feed(chunk)
-                await reader.finish()
-            except BaseException:
-                reader.fail(StreamAborted("the upload was interrupted"))
-                raise
-            total = await task
+            total = await read_in_thread(
+                chunks, lambda reader: _read_tar(cast(BinaryIO, reader), volume.mountpoint)
+            )
         except BaseException:
-            with contextlib.suppress(BaseException):
-                await task
             if not existed:
                 self._volumes.remove(name, force=True)
             else:
