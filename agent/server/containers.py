@@ -36,6 +36,7 @@ from agent.runtime.options import (
     parse_ulimit,
     parse_volume,
 )
+from agent.server.requests import first_message
 from agent.state.containers import ContainerRecord, Status
 
 STATUS = {
@@ -264,16 +265,6 @@ def _io_response(cls: Any, ev: Event, id_field: str = "id") -> Any:
     return cls(exit=pb.ExitStatus(code=ev.code, oom_killed=ev.oom, error=ev.error))
 
 
-async def _first(requests: AsyncIterator[Any], kind: str) -> Any:
-    try:
-        req = await anext(aiter(requests))
-    except StopAsyncIteration:
-        raise InvalidArgument(f"the first message must be {kind!r}") from None
-    if req.WhichOneof("msg") != kind:
-        raise InvalidArgument(f"the first message must be {kind!r}")
-    return getattr(req, kind)
-
-
 class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     def __init__(self, manager: ContainerManager) -> None:
         self._m = manager
@@ -287,7 +278,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def Run(
         self, request_iterator: AsyncIterator[pb.RunContainerRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunContainerResponse]:
-        start = await _first(request_iterator, "start")
+        start = await first_message(request_iterator, "start")
         opts = run_options(start.config)
         inputs = _inputs(request_iterator) if (opts.stdin_open or opts.tty) and not start.detach else None
         async for ev in self._m.run(
@@ -304,7 +295,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def Attach(
         self, request_iterator: AsyncIterator[pb.AttachContainerRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AttachContainerResponse]:
-        start = await _first(request_iterator, "start")
+        start = await first_message(request_iterator, "start")
         inputs = _inputs(request_iterator) if start.stdin else None
         rec = self._m.find(start.container)
         yield pb.AttachContainerResponse(id=rec.id)
@@ -401,7 +392,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def Exec(
         self, request_iterator: AsyncIterator[pb.ExecContainerRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExecContainerResponse]:
-        start = await _first(request_iterator, "start")
+        start = await first_message(request_iterator, "start")
         if not start.command:
             raise InvalidArgument("exec needs a command")
         inputs = _inputs(request_iterator) if start.interactive and not start.detach else None
@@ -454,7 +445,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def CopyTo(
         self, request_iterator: AsyncIterator[pb.CopyToContainerRequest], context: grpc.aio.ServicerContext
     ) -> pb.CopyToContainerResponse:
-        target = await _first(request_iterator, "target")
+        target = await first_message(request_iterator, "target")
 
         async def chunks() -> AsyncIterator[bytes]:
             async for req in request_iterator:

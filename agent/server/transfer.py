@@ -14,26 +14,10 @@ from agent.errors import InvalidArgument
 from agent.images.manager import ImageManager
 from agent.images.store import ImageRecord
 from agent.server.images import image_message
+from agent.server.requests import data_chunks, first_message
 from agent.transfer.blobs import Blob
 from agent.transfer.commit import CommitOptions
 from agent.transfer.manager import TransferManager
-
-
-async def _first(requests: AsyncIterator[Any], kind: str) -> Any:
-    try:
-        req = await anext(aiter(requests))
-    except StopAsyncIteration:
-        raise InvalidArgument(f"the first message must be {kind!r}") from None
-    if req.WhichOneof("msg") != kind:
-        raise InvalidArgument(f"the first message must be {kind!r}")
-    return getattr(req, kind)
-
-
-async def _data(requests: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    async for req in requests:
-        if req.WhichOneof("msg") != "data":
-            raise InvalidArgument("only the first message may be a header")
-        yield req.data
 
 
 class TransferServicer(transfer_pb2_grpc.TransferServicer):
@@ -80,8 +64,10 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
     async def WriteBlob(
         self, request_iterator: AsyncIterator[pb.WriteBlobRequest], context: grpc.aio.ServicerContext
     ) -> pb.WriteBlobResponse:
-        header = await _first(request_iterator, "header")
-        result = await self._m.blobs.write(header.digest, header.size, header.offset, _data(request_iterator))
+        header = await first_message(request_iterator, "header")
+        result = await self._m.blobs.write(
+            header.digest, header.size, header.offset, data_chunks(request_iterator)
+        )
         return pb.WriteBlobResponse(
             digest=result.digest, received=result.received, already_present=result.already_present
         )
@@ -120,9 +106,9 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
     async def ImportVolume(
         self, request_iterator: AsyncIterator[pb.ImportVolumeRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportVolumeResponse:
-        header = await _first(request_iterator, "header")
+        header = await first_message(request_iterator, "header")
         total, created = await self._m.volumes.import_(
-            header.name, dict(header.labels), header.anonymous, _data(request_iterator)
+            header.name, dict(header.labels), header.anonymous, data_chunks(request_iterator)
         )
         return pb.ImportVolumeResponse(name=header.name, bytes=total, created=created)
 
