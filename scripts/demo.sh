@@ -39,11 +39,13 @@ echo "root:x:0:0:root:/root:/bin/sh" >"$WORK/rootfs/etc/passwd"
 echo "root:x:0:" >"$WORK/rootfs/etc/group"
 tar -C "$WORK/rootfs" -cf "$WORK/busybox.tar" .
 
+# A re-run starts from a clean slate: the previous demo container and image go first.
+"$DOCKYARD" rm -f hello >/dev/null 2>&1 || true
+"$DOCKYARD" rmi busybox:demo >/dev/null 2>&1 || true
 step dockyard import busybox.tar busybox:demo
 "$DOCKYARD" import -c 'CMD ["/bin/sh"]' "$WORK/busybox.tar" busybox:demo
 step dockyard images
 "$DOCKYARD" images
-"$DOCKYARD" rm -f hello >/dev/null 2>&1 || true
 GREETING='echo "Hello from Dockyard: PID $$ in container $(hostname)"'
 step "dockyard run --name hello busybox:demo sh -c '$GREETING'"
 "$DOCKYARD" run --name hello busybox:demo sh -c "$GREETING"
