@@ -16,7 +16,7 @@ import click
 from controller import config as controller_config
 from controller import target as target_mod
 from controller.config import ENV_HOST
-from controller.errors import ControllerError, UsageError
+from controller.errors import ControllerError
 from controller.target import Target
 
 # Command modules are imported only when one of their commands runs: start-up time is most of a short
@@ -195,11 +195,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         os._exit(0)
-    except SystemExit:
-        raise
-    except UsageError as exc:  # pragma: no cover - subclass of ControllerError, kept for clarity
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
