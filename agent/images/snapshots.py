@@ -14,7 +14,6 @@ chain IDs are interchangeable between images and each is unpacked once. Metadata
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import agent.log
 from agent.errors import InvalidArgument, NotFound
 from agent.images.content import validate_digest
+from agent.libc import LIBC
 from agent.state.db import Database
 from agent.state.files import fsync_dir
 
@@ -40,8 +40,6 @@ CREATE TABLE IF NOT EXISTS images_snapshots (
     created_at REAL NOT NULL
 )
 """
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -71,7 +69,7 @@ def _syncfs(path: Path) -> None:
     """Flush the filesystem holding `path` (one call instead of an fsync per unpacked file)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _libc.syncfs(fd)
+        LIBC.syncfs(fd)
     finally:
         os.close(fd)
 

@@ -16,7 +16,6 @@ Mount calls go straight to mount(2)/umount2(2) (no helper processes on the hot p
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -27,10 +26,10 @@ from typing import Any
 
 import agent.log
 from agent.errors import Internal, InvalidArgument
+from agent.libc import LIBC
 
 log = agent.log.get(__name__)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
 PAGE_LIMIT = 4096
 
@@ -92,13 +91,13 @@ class ContainerPaths:
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
+    if LIBC.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), target)
 
 
 def _umount(target: str, flags: int = 0) -> None:
-    if _libc.umount2(target.encode(), flags) != 0:
+    if LIBC.umount2(target.encode(), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), target)
 

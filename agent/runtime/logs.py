@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import re
 import struct
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import agent.log
+from agent.libc import LIBC
 
 log = agent.log.get(__name__)
 
@@ -192,12 +192,11 @@ class _DirWatch:
     IN_CLOEXEC = 0o2000000
 
     def __init__(self, directory: Path) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        self.fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
+        self.fd = LIBC.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         mask = self.IN_MODIFY | self.IN_MOVED_TO | self.IN_CREATE
-        if libc.inotify_add_watch(self.fd, str(directory).encode(), mask) < 0:
+        if LIBC.inotify_add_watch(self.fd, str(directory).encode(), mask) < 0:
             err = ctypes.get_errno()
             os.close(self.fd)
             raise OSError(err, os.strerror(err), str(directory))
@@ -350,8 +349,7 @@ class Rotations:
 
     def __init__(self, max_files: int) -> None:
         self.max_files = max_files
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        self.fd = self._libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
+        self.fd = LIBC.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._by_wd: dict[int, Path] = {}
@@ -364,9 +362,7 @@ class Rotations:
             collect(path, self.max_files)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        wd = self._libc.inotify_add_watch(
-            self.fd, str(path.parent).encode(), self.IN_MOVED_TO | self.IN_CREATE
-        )
+        wd = LIBC.inotify_add_watch(self.fd, str(path.parent).encode(), self.IN_MOVED_TO | self.IN_CREATE)
         if wd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path.parent))
@@ -378,7 +374,7 @@ class Rotations:
         wd = self._by_path.pop(path, None)
         if wd is not None:
             self._by_wd.pop(wd, None)
-            self._libc.inotify_rm_watch(self.fd, wd)
+            LIBC.inotify_rm_watch(self.fd, wd)
 
     def _on_events(self) -> None:
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import agent.log
 from agent.errors import DeadlineExceeded, Internal, RuntimeCommand
+from agent.libc import LIBC
 from agent.runtime.oci import OciRuntime, find_binary
 
 log = agent.log.get(__name__)
@@ -34,8 +34,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def become_subreaper() -> None:
     """Make orphaned descendants (double-forked conmons) our children so we reap them."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log.warning("subreaper.failed", errno=ctypes.get_errno())
 
 
