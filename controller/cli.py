@@ -6,6 +6,7 @@ and output mechanics in controller/app.py.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -180,21 +181,41 @@ def cli(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command, then leave at once: skipping the interpreter's teardown (grpc's threads, module
+    cleanup) saves ~20 ms of every short command, as much as the agent needs to run a container."""
+    _leave(run(argv))
+
+
+def run(argv: list[str] | None) -> int:
+    """Run one command; its exit code (also used by the warm server's workers)."""
     try:
         cli.main(args=argv, prog_name="dockyard", standalone_mode=False)
     except click.exceptions.Abort:
         print("error: aborted", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except ControllerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        os._exit(0)
+        return 130
+    except BrokenPipeError:  # the reader went away (`dockyard ps | head`): not an error
+        return 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _leave(code: int) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

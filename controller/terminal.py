@@ -56,6 +56,28 @@ def raw_mode(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def read_secret(prompt: str) -> str:
+    """Read a line from the terminal on stdin without echoing it.
+
+    Works on the descriptor itself, not /dev/tty (as getpass does): a warm worker (controller/warm.py)
+    has the caller's terminal as stdin but no controlling terminal.
+    """
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    try:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+        sys.stderr.write(prompt)  # only once echo is off: what is typed after the prompt is kept and hidden
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    return line.rstrip("\r\n")
+
+
 async def read_stdin(fd: int | None = None) -> AsyncIterator[bytes]:
     """Chunks of stdin as they arrive, without blocking the loop; ends at EOF."""
     fd = sys.stdin.fileno() if fd is None else fd

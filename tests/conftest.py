@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.agent import AgentProcess, FleetPki, run_cli, sweep_unheld_slots
+from tests.support.warm import stop_servers
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -32,6 +35,21 @@ def _sweep_test_networks() -> Iterator[None]:
     """Test agents' bridges and nft tables are removed even when an agent or a test process died."""
     yield
     sweep_unheld_slots()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_cli_servers() -> Iterator[None]:
+    """The CLI's warm servers of this run live in a private runtime dir and are stopped at the end."""
+    runtime_dir = Path(tempfile.mkdtemp(prefix="dyw-"))
+    previous = os.environ.get("DOCKYARD_RUNTIME_DIR")
+    os.environ["DOCKYARD_RUNTIME_DIR"] = str(runtime_dir)
+    yield
+    stop_servers(runtime_dir)
+    shutil.rmtree(runtime_dir, ignore_errors=True)
+    if previous is None:
+        os.environ.pop("DOCKYARD_RUNTIME_DIR", None)
+    else:
+        os.environ["DOCKYARD_RUNTIME_DIR"] = previous
 
 
 @pytest.fixture

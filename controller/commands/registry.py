@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from agent.api.v1 import images_pb2, images_pb2_grpc
-from controller import credentials
+from controller import credentials, terminal
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import ControllerError, UsageError
@@ -189,7 +189,7 @@ def login(app: App, registry: str, username: str, password_stdin: bool, no_verif
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
     elif sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True)
+        password = terminal.read_secret("Password: ")
     else:
         raise UsageError("give the password on stdin with --password-stdin")
     if not password:

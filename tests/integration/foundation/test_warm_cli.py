@@ -1,0 +1,198 @@
+"""The warm CLI (controller/launcher.py + controller/warm.py) against a real agent.
+
+A command served by a forked worker of the warm server must be indistinguishable from a cold run: same
+output streams, exit code, stdin, working directory, environment and umask; signals reach it; any trouble
+with the server falls back to a cold run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent import CLI_BIN, AgentProcess, FleetPki, wait_for
+from tests.support.images import busybox_rootfs_tar
+from tests.support.warm import children_of, server_pids, stop_servers
+
+IMAGE = "warm-test:latest"
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "rt"
+    path.mkdir(mode=0o700)
+    yield path
+    stop_servers(path)
+
+
+def cli_env(pki: FleetPki, runtime_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DOCKYARD_CONFIG_DIR": str(pki.config_dir),
+        "DOCKYARD_RUNTIME_DIR": str(runtime_dir),
+        **extra,
+    }
+
+
+def dockyard(
+    pki: FleetPki,
+    runtime_dir: Path,
+    *args: str,
+    cwd: Path | None = None,
+    input: str | None = None,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI_BIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        input=input,
+        env=cli_env(pki, runtime_dir, **env),
+    )
+
+
+def started_server(runtime_dir: Path) -> int:
+    pids = wait_for(lambda: server_pids(runtime_dir), 30, "the warm server to listen")
+    assert len(pids) == 1
+    return int(pids[0])
+
+
+def test_warm_runs_match_cold_runs(
+    fleet_pki: FleetPki, agent: AgentProcess, runtime_dir: Path, tmp_path: Path
+) -> None:
+    busybox_rootfs_tar(tmp_path / "busybox.tar")
+    host = agent.unix_target
+    # the first call runs cold and starts the server; a relative path resolves in the caller's directory
+    first = dockyard(fleet_pki, runtime_dir, "-H", host, "import", "busybox.tar", IMAGE, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    server = started_server(runtime_dir)
+    script = 'echo "out $GREETING"; echo err >&2; cat; exit 3'
+    args = ["-H", host, "run", "--rm", "-i", "--network", "none", "-e", "GREETING", IMAGE, "sh", "-c", script]
+    runs = {
+        warm: dockyard(
+            fleet_pki,
+            runtime_dir,
+            *args,
+            input="from stdin\n",
+            GREETING=f"warm={warm}",
+            DOCKYARD_WARM="1" if warm else "0",
+        )
+        for warm in (True, False)
+    }
+    for warm, proc in runs.items():
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stdout == f"out warm={warm}\nfrom stdin\n"
+        assert proc.stderr == "err\n"
+    assert server_pids(runtime_dir) == [server]  # the warm call was served, not started anew
+    bad = dockyard(fleet_pki, runtime_dir, "nosuch")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: No such command")
+    # a file the command writes gets the caller's umask, in the caller's directory
+    (tmp_path / "out").mkdir()
+    saved = dockyard(fleet_pki, runtime_dir, "-H", host, "save", "-o", "img.tar", IMAGE, cwd=tmp_path / "out")
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "out" / "img.tar").stat().st_size > 0
+
+
+def test_signals_reach_the_worker_and_its_exit_code_comes_back(
+    fleet_pki: FleetPki, agent: AgentProcess, runtime_dir: Path
+) -> None:
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    server = started_server(runtime_dir)
+    follow = subprocess.Popen(
+        [CLI_BIN, "-H", agent.unix_target, "events"],
+        env=cli_env(fleet_pki, runtime_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        workers = wait_for(lambda: children_of(server), 20, "a worker to run `events`")
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=20) == 130
+        wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10, "the worker to end")
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+
+
+def test_a_dead_server_falls_back_to_a_cold_run_and_is_replaced(
+    fleet_pki: FleetPki, runtime_dir: Path
+) -> None:
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    first = started_server(runtime_dir)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{first}").exists(), 10, "the server to die")
+    assert list(runtime_dir.glob("warm-*.sock"))  # its socket is left behind, refusing connections
+    again = dockyard(fleet_pki, runtime_dir, "--version")
+    assert again.returncode == 0 and again.stdout.startswith("dockyard")
+    second = wait_for(lambda: [p for p in server_pids(runtime_dir) if p != first], 30, "a new server")
+    assert second and first not in second
+
+
+def test_an_idle_server_exits_and_removes_its_socket(fleet_pki: FleetPki, runtime_dir: Path) -> None:
+    assert dockyard(fleet_pki, runtime_dir, "--version", DOCKYARD_WARM_IDLE="0.5").returncode == 0
+    server = started_server(runtime_dir)
+    wait_for(lambda: not Path(f"/proc/{server}").exists(), 20, "the idle server to exit")
+    assert not list(runtime_dir.glob("warm-*.sock"))
+
+
+def test_a_runtime_dir_open_to_others_is_not_used(fleet_pki: FleetPki, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    proc = dockyard(fleet_pki, shared, "--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("dockyard")
+    assert list(shared.iterdir()) == []  # ran cold; no server trusted or started there
+
+
+def test_a_password_prompt_on_a_terminal_hides_what_is_typed(
+    fleet_pki: FleetPki, agent: AgentProcess, runtime_dir: Path
+) -> None:
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    started_server(runtime_dir)  # the login below runs in a worker, which has no controlling terminal
+    argv = [CLI_BIN, "-H", agent.unix_target, "login", "-u", "bob", "--no-verify", "127.0.0.1:5999"]
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execve(CLI_BIN, argv, cli_env(fleet_pki, runtime_dir))
+    seen = b""
+    try:
+
+        def read_until(marker: bytes) -> bool:
+            nonlocal seen
+            if select.select([fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):
+                    seen += os.read(fd, 1024)
+            return marker in seen
+
+        wait_for(lambda: read_until(b"Password: "), 30, "the password prompt")
+        os.write(fd, b"s3cret\n")
+        wait_for(lambda: read_until(b"Login Succeeded"), 30, "the login to finish")
+    finally:
+        statuses: list[int] = []
+
+        def reaped() -> bool:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                statuses.append(status)
+            return bool(done)
+
+        try:
+            wait_for(reaped, 20, "the login to exit")
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        finally:
+            os.close(fd)
+    assert os.waitstatus_to_exitcode(statuses[0]) == 0
+    assert b"s3cret" not in seen
