@@ -1,7 +1,9 @@
 """Run benchmark: the same busybox image, `true` as the command, in one run:
 
 * the floor: bare `runc run` of a bundle (the same OCI spec the agent writes: namespaces, seccomp, caps);
-* `dockyard run --rm --network none` end to end (CLI process → mTLS → agent → conmon → runc);
+* `dockyard run --rm --network none` end to end (CLI process → mTLS → agent → conmon → runc), as users
+  get it (the warm command server running, controller/warm.py) and cold (`DOCKYARD_WARM=0`: every call
+  imports grpc, protobuf and click itself);
 * `podman run --rm --network none` (runc, private --root/--runroot, the rlimits this host allows);
 * `docker run --rm --network none` when a Docker engine (dockerd) is installed.
 
@@ -38,10 +40,13 @@ from agent.runtime.options import RunOptions  # noqa: E402
 from agent.runtime.spec import ImageConfig, SpecInputs, build_spec  # noqa: E402
 from agent.runtime.users import ResolvedUser  # noqa: E402
 from tests.benchmarks.commands import IMAGE, PODMAN_RUN, median_of, podman_cli, timed  # noqa: E402
-from tests.support.agent import CLI_BIN, AgentProcess, FleetPki  # noqa: E402
+from tests.support.agent import CLI_BIN, AgentProcess, FleetPki, wait_for  # noqa: E402
 from tests.support.images import busybox_rootfs_tar  # noqa: E402
+from tests.support.warm import server_pids, stop_servers  # noqa: E402
 
 CGROUP_PARENT = f"/dybench-{secrets.token_hex(3)}"
+E2E = "dockyard run --rm --network none (mTLS)"
+E2E_COLD = "  the same, cold CLI (DOCKYARD_WARM=0)"
 
 
 def runc_floor(work: Path, tar: Path, repeat: int) -> float:
@@ -111,6 +116,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_run: needs root")
     work = Path(tempfile.mkdtemp(prefix="dy-bench-run-"))
+    runtime_dir = work / "rt"
     tar = busybox_rootfs_tar(work / "busybox.tar")
     results: dict[str, float] = {}
     pki = FleetPki.create(work)
@@ -126,14 +132,19 @@ def main() -> None:
     try:
         results["runc run (floor)"] = runc_floor(work, tar, ns.repeat)
         agent.start()
+        runtime_dir.mkdir(mode=0o700)
         env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(pki.config_dir)}
+        env["DOCKYARD_RUNTIME_DIR"] = str(runtime_dir)
+        cold = {**env, "DOCKYARD_WARM": "0"}
         local = [CLI_BIN, "-H", agent.unix_target]
         timed([*local, "import", str(tar), IMAGE], env)
+        wait_for(lambda: server_pids(runtime_dir), 30, "the warm CLI server")
         remote = [CLI_BIN, "-H", agent.tcp_target]
-        results["dockyard run --rm --network none (mTLS)"] = median_of(
-            [*remote, "run", "--rm", "--network", "none", IMAGE, "true"], ns.repeat, env
-        )
+        run_true = [*remote, "run", "--rm", "--network", "none", IMAGE, "true"]
+        results[E2E] = median_of(run_true, ns.repeat, env)
+        results[E2E_COLD] = median_of(run_true, ns.repeat, cold)
         results["dockyard CLI start-up (--version)"] = median_of([CLI_BIN, "--version"], ns.repeat, env)
+        results["  cold (DOCKYARD_WARM=0)"] = median_of([CLI_BIN, "--version"], ns.repeat, cold)
         agent_side = agent_side_latencies(agent)
         if agent_side:
             results["agent-side: RPC receipt → exit observed"] = statistics.median(agent_side)
@@ -151,6 +162,7 @@ def main() -> None:
         else:
             print("docker: no Docker engine (dockerd) on this host, skipped")
     finally:
+        stop_servers(runtime_dir)
         agent.stop()
         if engine is not None:
             engine[1].terminate()
@@ -170,9 +182,10 @@ def main() -> None:
     for name, seconds in results.items():
         print(f"  {name:<{width}}  {seconds * 1000:8.1f} ms")
     floor = results["runc run (floor)"]
-    e2e = results["dockyard run --rm --network none (mTLS)"]
+    e2e = results[E2E]
     pod = results["podman run --rm --network none"]
     print(f"\n  dockyard / podman        {e2e / pod:5.2f}x   (target ≤ 0.80)")
+    print(f"  cold CLI / podman        {results[E2E_COLD] / pod:5.2f}x")
     if "docker run --rm --network none" in results:
         print(f"  dockyard / docker        {e2e / results['docker run --rm --network none']:5.2f}x")
     print(f"  dockyard / runc floor    {e2e / floor:5.2f}x")
