@@ -396,6 +396,14 @@ class Sender:
             if source_error:
                 raise source_error[0] from None
             raise await client.translate(exc) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # grpc.aio cancels the call itself when the connection dies while the request stream is still
+            # being written; as a CancelledError it would vanish in the TaskGroup and the blob be skipped.
+            broke = f"the connection to {host} broke while it was receiving blob {blob.short}"
+            raise AgentCallError(broke, "UNAVAILABLE", host) from None
         finally:
             call.cancel()
         if source_error:

@@ -1,9 +1,11 @@
-"""Pure parts of the transfer area: commit's config rules and stubs, the fan-out window, move's names."""
+"""Pure parts of the transfer area: commit's config rules and stubs, the fan-out window, move's names, and
+the sender's retries against an in-memory target."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,106 @@ def test_a_plan_counts_a_layer_listed_twice_once() -> None:
     plan = ImagePlan("sha256:" + "m" * 64, (empty, Blob("sha256:" + "a" * 64, 100), empty), ("x:1",))
     assert [b.digest for b in plan.unique_blobs] == [empty.digest, "sha256:" + "a" * 64]
     assert plan.size == 132
+
+
+class _FakeCall:
+    """A stream-unary WriteBlob that stores what it reads, or fails as grpc.aio does on a broken link."""
+
+    def __init__(self, requests: Any, fail: type[BaseException] | None, store: dict[str, bytes]) -> None:
+        self._requests = requests
+        self._fail = fail
+        self._store = store
+
+    async def _run(self) -> Any:
+        from agent.api.v1 import transfer_pb2 as pb
+
+        digest, data = "", b""
+        async for req in self._requests:
+            if req.WhichOneof("msg") == "header":
+                digest = req.header.digest
+                continue
+            data += req.data
+            if self._fail is not None:
+                raise self._fail()  # grpc.aio cancelled the call itself: the connection broke
+        self._store[digest] = data
+        return pb.WriteBlobResponse(received=len(data))
+
+    def __await__(self) -> Any:
+        return self._run().__await__()
+
+    def cancel(self) -> bool:
+        return False
+
+
+class _FakeTarget:
+    """Enough of an AgentClient for Sender: CheckBlobs, WriteBlob and RegisterImage in memory."""
+
+    name = "t"
+
+    def __init__(self, fail_first_write: type[BaseException]) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.writes = 0
+        self._fail: type[BaseException] | None = fail_first_write
+
+    def stub(self, stub_cls: Any) -> Any:
+        return self
+
+    @staticmethod
+    def metadata() -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def WriteBlob(self, requests: Any, metadata: Any = ()) -> _FakeCall:
+        self.writes += 1
+        fail, self._fail = self._fail, None
+        return _FakeCall(requests, fail, self.blobs)
+
+    def CheckBlobs(self, request: Any) -> Any:
+        return request
+
+    def RegisterImage(self, request: Any) -> Any:
+        return request
+
+    async def call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
+        from agent.api.v1 import transfer_pb2 as pb
+
+        if isinstance(request, pb.CheckBlobsRequest):
+            return pb.CheckBlobsResponse(
+                blobs=[pb.BlobStatus(digest=b.digest, present=b.digest in self.blobs) for b in request.blobs]
+            )
+        return pb.RegisterImageResponse()
+
+    async def close(self) -> None:
+        return None
+
+
+class _FakeSource:
+    name = "src"
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self._blobs = blobs
+        self.bytes_read = 0
+
+    async def plan(self) -> Any:
+        raise NotImplementedError
+
+    async def read(self, blob: Any, offset: int) -> Any:
+        data = self._blobs[blob.digest][offset:]
+        for i in range(0, len(data), 1000):
+            self.bytes_read += len(data[i : i + 1000])
+            yield data[i : i + 1000]
+
+
+def test_a_call_grpc_cancelled_on_its_own_is_retried_not_skipped() -> None:
+    """grpc.aio turns a connection that broke under a request stream into a CancelledError of the call;
+    that must count as the target's failure (and be retried), not vanish as a cancelled task would."""
+    from controller.send import Blob, ImagePlan, Sender
+
+    layer, manifest = "sha256:" + "a" * 64, "sha256:" + "f" * 64
+    content = {layer: bytes(range(256)) * 20, manifest: b"{}"}
+    plan = ImagePlan(manifest, (Blob(layer, len(content[layer])), Blob(manifest, 2)), ("x:1",))
+    target = _FakeTarget(fail_first_write=asyncio.CancelledError)
+    sender = Sender(_FakeSource(content), [target], retry_delays=(0.0,))  # type: ignore[list-item]
+    reports = asyncio.run(sender.run(plan))
+    report = reports["t"]
+    assert report.error is None and report.retries == 1 and report.blobs_sent == 2
+    assert target.blobs == content and target.writes == 3
