@@ -5,28 +5,43 @@ All bytes go through the images area's content store (`ContentStore.ingest`), so
 only after its digest and size were verified (Integrity → DATA_LOSS otherwise, nothing kept) and a write
 cut short keeps its bytes for the next attempt. Every read and write logs one event with the bytes that
 moved (`transfer.blob_read`, `transfer.blob_written`): the figures tests and operators check.
+
+A blob that arrives whole (from byte 0) and looks like a layer (gzip, zstd or tar) is unpacked in the same
+pass as it is hashed and written, as a pull does: one worker thread, no second read of the blob, and the
+unpacking overlaps the transfer instead of following it. The target does not know the layer's chain ID
+yet (that needs the config, which arrives later), so the unpacked directory waits, prepared but not
+committed, until `register` finds it among the image's layers with the diff ID the config names; only
+then does it become a snapshot. Anything else (a resumed write, a layer that does not unpack, a diff ID
+or compression that does not match) leaves it to `ImageManager.register` to unpack from the stored blob,
+exactly as before. `transfer.blob_written` and `transfer.image_registered` carry the seconds and CPU
+seconds they took, so a slow send can be split into receive, verify+write and unpack.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+import io
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import agent.log
-from agent.errors import Conflict, FailedPrecondition, InvalidArgument
+from agent.errors import AgentError, Conflict, FailedPrecondition, InvalidArgument
 from agent.images.content import Ingest, validate_digest
 from agent.images.manager import ImageManager
 from agent.images.reference import Reference
+from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord, normalize_name
+from agent.images.streams import ChunkReader, read_in_thread
+from agent.images.unpack import compression_of, sniff_compression, unpack_blob
+from agent.registry import manifests
 
 log = agent.log.get(__name__)
 
 READ_CHUNK = 1 << 20
-T = TypeVar("T")
+UNPACKED_TTL = 3600.0  # seconds an unpacked layer waits for its `register` before it is thrown away
 
 
 @dataclass(frozen=True)
@@ -59,16 +74,74 @@ class WriteResult:
     already_present: bool = False
 
 
-async def _finish_in_thread(fn: Callable[[], T]) -> T:
-    """Run blocking `fn` in a thread and let it finish even if we are cancelled meanwhile, so the ingest
-    file is never closed under a write in progress (the cancellation is re-raised afterwards)."""
-    task: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fn))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+@dataclass
+class _Unpacked:
+    """A layer unpacked on arrival into a prepared snapshot directory, waiting for its chain ID."""
+
+    tmp: Path
+    compression: str
+    diff_id: str
+    tar_size: int
+    written: int
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Received:
+    """What the worker thread of one write did: the unpacked layer, if any, and its CPU seconds."""
+
+    unpacked: _Unpacked | None = None
+    store_cpu: float = 0.0  # sha256 + write + fsync of the blob
+    unpack_cpu: float = 0.0  # gunzip + diff ID + extraction
+
+
+class _Tee(io.RawIOBase):
+    """Readable: the uploaded chunks, appended to the ingest (hashing them) as they are read."""
+
+    def __init__(self, reader: ChunkReader, ingest: Ingest, received: _Received) -> None:
+        self._reader = reader
+        self._ingest = ingest
+        self._received = received
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._reader.readinto(b)
+        if n:
+            start = time.thread_time()
+            self._ingest.write(memoryview(b)[:n])
+            self._received.store_cpu += time.thread_time() - start
+        return n
+
+
+def _layer_compression(head: bytes) -> str | None:
+    """ "gzip", "zstd" or "" (tar) when the first bytes of a blob look like a layer we can unpack, else None
+    (configs, manifests, other compressions: those are left to `register`)."""
+    kind = sniff_compression(head)
+    if kind in ("gzip", "zstd"):
+        return kind
+    if kind == "" and head[257:262] == b"ustar":
+        return ""
+    return None
+
+
+async def _skipping(chunks: AsyncIterator[bytes], skip: int) -> AsyncIterator[bytes]:
+    """`chunks` without their first `skip` bytes (those the target kept from an earlier attempt)."""
+    async for chunk in chunks:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        yield chunk
+
+
+async def _prepended(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 class BlobTransfer:
@@ -77,6 +150,7 @@ class BlobTransfer:
     def __init__(self, images: ImageManager) -> None:
         self._images = images
         self._content = images.content
+        self._unpacked: dict[str, _Unpacked] = {}  # blob digest → layer unpacked on arrival
 
     # ---- the source side -----------------------------------------------------------------------------
 
@@ -134,49 +208,153 @@ class BlobTransfer:
             if self._content.has(digest):
                 log.info("transfer.blob_present", digest=digest)
                 return WriteResult(digest, 0, already_present=True)
+            await asyncio.to_thread(self._drop_stale_unpacked)
+            started = time.monotonic()
             ingest: Ingest = await asyncio.to_thread(self._content.ingest, digest, size)
             start = ingest.offset
+            received = _Received()
             try:
                 if ingest.offset < offset:
                     raise FailedPrecondition(
                         f"blob {digest}: this agent kept {ingest.offset} bytes, cannot continue at {offset}"
                     )
-                skip = ingest.offset - offset
-                async for chunk in chunks:
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk, skip = chunk[skip:], 0
-                    await _finish_in_thread(functools.partial(ingest.write, chunk))
-                if ingest.offset < size:
-                    raise Conflict(
-                        f"blob {digest} incomplete: {ingest.offset} of {size} bytes arrived (kept to resume)"
-                    )
-                await _finish_in_thread(ingest.commit)
+                data = _skipping(chunks, ingest.offset - offset)
+                first = await anext(data, b"")
+                compression = _layer_compression(first) if start == 0 else None
+                received = await read_in_thread(
+                    _prepended(first, data),
+                    lambda reader: self._receive(reader, ingest, size, compression),
+                )
             finally:
-                received = ingest.offset - start
+                done = ingest.offset - start
                 ingest.close()
                 log.info(
                     "transfer.blob_written",
                     digest=digest,
                     size=size,
                     resumed_at=start,
-                    received=received,
+                    received=done,
                     complete=self._content.has(digest),
+                    unpacked=received.unpacked is not None,
+                    seconds=round(time.monotonic() - started, 4),
+                    store_cpu=round(received.store_cpu, 4),
+                    unpack_cpu=round(received.unpack_cpu, 4),
                 )
-        return WriteResult(digest, received)
+        return WriteResult(digest, done)
+
+    def _receive(self, reader: ChunkReader, ingest: Ingest, size: int, compression: str | None) -> _Received:
+        """In a worker thread: the blob into the ingest and, if it is a layer, through the unpacker too,
+        in one pass; then verified and published. A failure leaves no unpacked directory behind."""
+        received = _Received()
+        tee = io.BufferedReader(_Tee(reader, ingest, received), READ_CHUNK)
+        cpu = time.thread_time()
+        unpacked: _Unpacked | None = None
+        try:
+            if compression is not None:
+                unpacked = self._unpack(tee, ingest.digest, compression)
+            while tee.read(READ_CHUNK):
+                pass
+            received.unpack_cpu = time.thread_time() - cpu - received.store_cpu
+            if ingest.offset < size:
+                raise Conflict(
+                    f"blob {ingest.digest} incomplete: {ingest.offset} of {size} bytes arrived "
+                    "(kept to resume)"
+                )
+            if unpacked is not None:
+                # Listed before the blob becomes visible: a `register` that sees the blob (say, the
+                # controller retried after losing our answer) must find its unpacked layer too.
+                stale = self._unpacked.pop(ingest.digest, None)
+                if stale is not None:
+                    self._images.snapshots.abort(stale.tmp)
+                self._unpacked[ingest.digest] = unpacked
+            start = time.thread_time()
+            ingest.commit()
+            received.store_cpu += time.thread_time() - start
+        except BaseException:
+            if unpacked is not None:
+                if self._unpacked.get(ingest.digest) is unpacked:
+                    del self._unpacked[ingest.digest]
+                self._images.snapshots.abort(unpacked.tmp)
+            raise
+        received.unpacked = unpacked
+        return received
+
+    def _unpack(self, blob: BinaryIO, digest: str, compression: str) -> _Unpacked | None:
+        """Unpack a layer as it arrives; None (and nothing kept) when it does not unpack: `register` will
+        try again from the stored blob and report the real error, if there is one."""
+        snapshots = self._images.snapshots
+        tmp = snapshots.prepare(digest)
+        try:
+            diff_id, tar_size, written = unpack_blob(blob, None, tmp)
+        except AgentError as exc:
+            snapshots.abort(tmp)
+            if not isinstance(exc, InvalidArgument):
+                raise
+            log.info("transfer.unpack_deferred", digest=digest, reason=exc.message[:200])
+            return None
+        except BaseException:
+            snapshots.abort(tmp)
+            raise
+        return _Unpacked(tmp, compression, diff_id, tar_size, written)
+
+    def _drop_stale_unpacked(self) -> None:
+        """Forget layers unpacked on arrival whose `register` never came (e.g. the controller was killed)."""
+        now = time.monotonic()
+        for digest, entry in list(self._unpacked.items()):
+            if now - entry.at > UNPACKED_TTL and self._unpacked.pop(digest, None) is entry:
+                self._images.snapshots.abort(entry.tmp)
 
     async def register(self, manifest_digest: str, names: Sequence[str]) -> ImageRecord:
-        """Record the image under `names` (checked before anything is recorded)."""
+        """Record the image under `names` (checked before anything is recorded), adopting first the layers
+        that were unpacked on arrival."""
         validate_digest(manifest_digest)
         normalized = [_tag_name(n) for n in names]
+        started, cpu = time.monotonic(), time.process_time()
         async with self._images.operation():
+            adopted = await asyncio.to_thread(self._adopt_unpacked, manifest_digest)
             record = await self._images.register(normalized[0] if normalized else "", manifest_digest)
             for extra in normalized[1:]:
                 self._images.tag(record.digest, extra)
-        log.info("transfer.image_registered", digest=manifest_digest, names=normalized)
+        log.info(
+            "transfer.image_registered",
+            digest=manifest_digest,
+            names=normalized,
+            unpacked_on_arrival=adopted,
+            seconds=round(time.monotonic() - started, 4),
+            cpu=round(time.process_time() - cpu, 4),
+        )
         return record
+
+    def _adopt_unpacked(self, manifest_digest: str) -> int:
+        """Commit the image's layers unpacked on arrival as snapshots under their chain IDs; returns how many.
+
+        Only a layer whose diff ID is the config's and whose compression is its media type's is adopted;
+        the others are thrown away and left to `ImageManager.register` (which reports what is wrong).
+        """
+        content, snapshots = self._content, self._images.snapshots
+        try:
+            manifest = manifests.parse_manifest(content.read_bytes(manifest_digest), manifest_digest)
+            config = content.read_bytes(manifest.config.digest)
+            diff_ids = manifests.config_diff_ids(config, manifest.config.digest)
+        except AgentError:
+            return 0  # register says what is wrong
+        chains = chain_ids(diff_ids) if len(diff_ids) == len(manifest.layers) else []
+        adopted = 0
+        for i, layer in enumerate(manifest.layers):
+            entry = self._unpacked.pop(layer.digest, None)
+            if entry is None:
+                continue
+            try:
+                fits = bool(chains) and compression_of(layer.media_type) == entry.compression
+            except InvalidArgument:
+                fits = False
+            if not fits or entry.diff_id != diff_ids[i] or snapshots.has(chains[i]):
+                snapshots.abort(entry.tmp)
+                continue
+            snapshots.commit(chains[i], entry.tmp, entry.diff_id, entry.written)
+            self._images.store.record_layer_size(entry.diff_id, entry.tar_size)
+            adopted += 1
+        return adopted
 
 
 def _spelled_name(ref: str, names: list[str]) -> str | None:

@@ -46,6 +46,16 @@ def read_bytes(host: Host) -> int:
     return sum(int(e["bytes"]) for e in host.events("transfer.blob_read"))
 
 
+def unpacked_on_arrival(host: Host) -> int:
+    """Layers of the last registered image that were unpacked as they arrived (not read back)."""
+    return int(host.events("transfer.image_registered")[-1]["unpacked_on_arrival"])
+
+
+def leftover_unpacks(host: Host) -> list[Path]:
+    """Prepared snapshot directories nobody committed or threw away."""
+    return list((host.data_root / "snapshots" / ".tmp").iterdir())
+
+
 def assert_runs(host: Host, ref: str = "app:1") -> None:
     out = host.ok("run", "--rm", "--network", "none", ref, "sh", "-c", "wc -c < /big")
     assert out.split() == [str(BIG)]
@@ -85,6 +95,9 @@ def test_send_to_three_hosts_reads_once_and_skips_what_a_host_has(hosts: HostFac
     for host in (b, c, d):
         assert_runs(host)
         assert json.loads(host.ok("image", "inspect", "app:1"))[0]["id"] == info["id"]
+        assert leftover_unpacks(host) == []
+    # every layer that arrived whole was unpacked on the way in; b only got the top one
+    assert [unpacked_on_arrival(h) for h in (b, c, d)] == [1, len(info["layers"]), len(info["layers"])]
 
     again = cli(
         "--format", "json", "image", "send", "app:1", "--from", a.target, "-H", b.target, "-H", c.target
@@ -146,6 +159,14 @@ def test_send_resumes_after_a_connection_cut_mid_blob(hosts: HostFactory) -> Non
     assert writes[-1]["resumed_at"] > 0
     # nothing was written twice: the attempts add up to the layer exactly
     assert sum(e["received"] for e in writes) == top["size"]
+    # a resumed layer is unpacked from the stored blob at register; one that arrived whole, on arrival
+    # (the cut may have caught another layer in flight too)
+    assert not any(e["unpacked"] for e in writes)
+    layers = {layer["digest"] for layer in info["layers"]}
+    last = {e["digest"]: e for e in written(b) if e["digest"] in layers and e["complete"]}
+    assert unpacked_on_arrival(b) == sum(1 for e in last.values() if e["resumed_at"] == 0)
+    assert all(e["unpacked"] for e in last.values() if e["resumed_at"] == 0)
+    assert leftover_unpacks(b) == []
     assert_runs(b)
 
 
@@ -251,6 +272,9 @@ def test_a_corrupted_byte_is_rejected_with_data_loss_and_retried(hosts: HostFact
         assert [e["code"] for e in finished].count("DATA_LOSS") == 1
         attempts = [e for e in written(host) if e["digest"] == top["digest"]]
         assert [e["complete"] for e in attempts] == [False, True]
+        # what was unpacked of the corrupted pass was thrown away; the good pass unpacked on arrival
+        assert attempts[-1]["unpacked"] and unpacked_on_arrival(host) == len(info["layers"])
+        assert leftover_unpacks(host) == []
         assert_runs(host)
     # the bad pass was read once for both; each target then got the layer again on its own
     assert bytes_read == plan_size + 2 * top["size"]
