@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import agent.log
 from agent.containers import names, restart
+from agent.containers.foreground_exec import ForegroundExec
 from agent.containers.health import run_health_checks
 from agent.containers.io import (
     Event,
@@ -907,6 +908,10 @@ class ContainerManager:
         proc = exec_process(base, args, env=env, user=resolved, cwd=workdir, tty=tty)
         d.mkdir(parents=True)
         (d / "process.json").write_text(json.dumps(proc))
+        if not tty and not detach:  # ends with its client: no conmon needed (containers/foreground_exec.py)
+            async for ev in self._exec_foreground(rec, d, exec_id, args, inputs if interactive else None):
+                yield ev
+            return
         session: AttachSession | None = None
 
         async def connect() -> None:
@@ -969,6 +974,67 @@ class ContainerManager:
             raise
         del watcher
         yield await self._finish_exec(rec, d, exec_id, exited)
+
+    async def _exec_foreground(
+        self,
+        rec: ContainerRecord,
+        d: Path,
+        exec_id: str,
+        args: tuple[str, ...],
+        inputs: AsyncIterator[Input] | None,
+    ) -> AsyncIterator[Event]:
+        """An attached exec without a terminal, the runtime run by us; events as for a conmon exec.
+
+        `Started` (and the exec_start event) come once the process is known to run, so a process the
+        runtime cannot start ends in an `Exited` with the reason only, as with conmon.
+        """
+        try:
+            session = await ForegroundExec.start(self.runtime, rec.id, d, interactive=inputs is not None)
+        except BaseException:
+            self._cleanup_exec(d, exec_id)
+            raise
+        pump = asyncio.ensure_future(session.pump_input(inputs)) if inputs is not None else None
+        announced = False
+
+        def announce() -> Started:
+            nonlocal announced
+            announced = True
+            self._event("exec_start", rec, execID=exec_id, command=" ".join(args))
+            return Started(exec_id)
+
+        try:
+            async for out in session.outputs():
+                if not announced:
+                    yield announce()
+                yield out
+            code, error, held = await session.finish()
+        except BaseException:  # the client went away: the exec'd process goes too
+            session.kill()
+            reap = self._reap_foreground(rec, session, d, exec_id)
+            self._spawn(reap, f"containers.exec-done.{exec_id[:12]}")
+            raise
+        finally:
+            if pump is not None:
+                pump.cancel()
+        self._cleanup_exec(d, exec_id)
+        if error:
+            if announced:
+                self._event("exec_die", rec, execID=exec_id, exitCode=code)
+            yield Exited(exit_code_for_start_error(error), False, error)
+            return
+        if not announced:
+            yield announce()
+        for out in held:
+            yield out
+        self._event("exec_die", rec, execID=exec_id, exitCode=code)
+        yield Exited(code if code >= 0 else UNKNOWN_EXIT)
+
+    async def _reap_foreground(
+        self, rec: ContainerRecord, session: ForegroundExec, d: Path, exec_id: str
+    ) -> None:
+        code = await session.proc.wait()
+        self._cleanup_exec(d, exec_id)
+        self._event("exec_die", rec, execID=exec_id, exitCode=code if code >= 0 else UNKNOWN_EXIT)
 
     async def _finish_exec(
         self, rec: ContainerRecord, d: Path, exec_id: str, exited: asyncio.Event
