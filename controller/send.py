@@ -1,14 +1,17 @@
 """`dockyard image send`: copy an image from one source to many agents, reading each blob only once.
 
 The plan (`ImagePlan`) lists the image's blobs, layers first and the manifest last. Every target is
-asked which blobs it already holds and how much of a partial one it kept (`CheckBlobs`). Then, blob by
+asked which blobs it already holds and how much of a partial one it kept (`CheckBlobs`). Then, for each
 blob, the source is read once — from the smallest offset any target needs — and every chunk goes to
 every target that needs it at the same time (`WriteBlob`, one stream per target); the slowest target
 sets the pace (a bounded window of chunks), and a target that fails drops out of that pass without
-slowing or stopping the others. A target that failed a blob (connection cut, DATA_LOSS because a byte
-changed on the way, another write still finishing) is retried on its own: it is asked again what it
-kept and gets the rest from there, re-read from the source for it alone. Only errors that another
-attempt cannot fix (bad input, no space) end a target early. Finally each target registers the image.
+slowing or stopping the others. Up to `PARALLEL_BLOBS` blobs are on their way at once, as a pull fetches
+layers in parallel: a target unpacks a layer as it arrives, and one layer at a time would leave the
+transfer waiting on one unpacking thread. The manifest goes last, once every other blob is through.
+A target that failed a blob (connection cut, DATA_LOSS because a byte changed on the way, another write
+still finishing) is retried on its own: it is asked again what it kept and gets the rest from there,
+re-read from the source for it alone. Only errors that another attempt cannot fix (bad input, no space)
+end a target early. Finally each target registers the image.
 
 The source is a `BlobSource`: an agent (`AgentSource`) or a local archive (`controller.archive_source`).
 """
@@ -29,6 +32,7 @@ from controller.client import AgentClient
 from controller.errors import AgentCallError, ControllerError
 
 WINDOW = 8  # chunks (of up to 1 MiB) the fastest target may run ahead of the slowest
+PARALLEL_BLOBS = 3  # blobs sent at the same time (each its own read from the source and window)
 ATTEMPTS = 4  # per blob and target, the first one included
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 # Codes another attempt cannot fix: the target fails at once.
@@ -245,17 +249,28 @@ class Sender:
         plan = plan or await self.source.plan()
         blobs = plan.unique_blobs
         states = await self._check_all(blobs)
-        for blob in blobs:
-            offsets: dict[str, int] = {}
-            for host in self._alive():
-                present, offset = states[host][blob.digest]
-                if present:
-                    self.reports[host].blobs_present += 1
-                    self.progress(host, blob, "exists", blob.size, blob.size)
-                else:
-                    offsets[host] = offset
-            if offsets:
-                await self._send_blob(blob, offsets)
+        slots = asyncio.Semaphore(PARALLEL_BLOBS)
+
+        async def one(blob: Blob) -> None:
+            async with slots:
+                offsets: dict[str, int] = {}
+                for host in self._alive():
+                    present, offset = states[host][blob.digest]
+                    if present:
+                        self.reports[host].blobs_present += 1
+                        self.progress(host, blob, "exists", blob.size, blob.size)
+                    else:
+                        offsets[host] = offset
+                if offsets:
+                    await self._send_blob(blob, offsets)
+
+        manifest = [b for b in blobs if b.digest == plan.manifest_digest]
+        async with asyncio.TaskGroup() as tg:
+            for blob in blobs:
+                if blob not in manifest:
+                    tg.create_task(one(blob))
+        for blob in manifest:
+            await one(blob)
         await self._register_all(plan)
         return self.reports
 
@@ -282,6 +297,9 @@ class Sender:
         return {s.digest: (s.present, s.offset) for s in r.blobs}
 
     def _fail(self, host: str, error: ControllerError) -> None:
+        """Record the first error of a target (several blobs are in flight at once)."""
+        if self.reports[host].error is not None:
+            return
         error.host = error.host or host
         self.reports[host].error = error
 
@@ -293,8 +311,8 @@ class Sender:
         async def retry(host: str, error: ControllerError) -> None:
             force_zero = isinstance(error, AgentCallError) and error.code == "FAILED_PRECONDITION"
             for attempt in range(1, self.attempts):
-                if not _retryable(error):
-                    break
+                if not _retryable(error) or self.reports[host].error is not None:
+                    break  # (or it already failed with another blob sent at the same time)
                 self.reports[host].retries += 1
                 self.progress(host, blob, "retrying", 0, blob.size)
                 await asyncio.sleep(self.retry_delays[min(attempt - 1, len(self.retry_delays) - 1)])

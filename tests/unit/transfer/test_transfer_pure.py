@@ -123,23 +123,28 @@ def test_a_plan_counts_a_layer_listed_twice_once() -> None:
 class _FakeCall:
     """A stream-unary WriteBlob that stores what it reads, or fails as grpc.aio does on a broken link."""
 
-    def __init__(self, requests: Any, fail: type[BaseException] | None, store: dict[str, bytes]) -> None:
+    def __init__(self, requests: Any, fail: type[BaseException] | None, target: _FakeTarget) -> None:
         self._requests = requests
         self._fail = fail
-        self._store = store
+        self._target = target
 
     async def _run(self) -> Any:
         from agent.api.v1 import transfer_pb2 as pb
 
         digest, data = "", b""
-        async for req in self._requests:
-            if req.WhichOneof("msg") == "header":
-                digest = req.header.digest
-                continue
-            data += req.data
-            if self._fail is not None:
-                raise self._fail()  # grpc.aio cancelled the call itself: the connection broke
-        self._store[digest] = data
+        self._target.active += 1
+        self._target.peak = max(self._target.peak, self._target.active)
+        try:
+            async for req in self._requests:
+                if req.WhichOneof("msg") == "header":
+                    digest = req.header.digest
+                    continue
+                data += req.data
+                if self._fail is not None:
+                    raise self._fail()  # grpc.aio cancelled the call itself: the connection broke
+        finally:
+            self._target.active -= 1
+        self._target.blobs[digest] = data
         return pb.WriteBlobResponse(received=len(data))
 
     def __await__(self) -> Any:
@@ -154,10 +159,12 @@ class _FakeTarget:
 
     name = "t"
 
-    def __init__(self, fail_first_write: type[BaseException]) -> None:
-        self.blobs: dict[str, bytes] = {}
+    def __init__(self, fail_first_write: type[BaseException] | None = None) -> None:
+        self.blobs: dict[str, bytes] = {}  # in the order they were complete
         self.writes = 0
-        self._fail: type[BaseException] | None = fail_first_write
+        self.active = 0  # WriteBlob calls under way
+        self.peak = 0
+        self._fail = fail_first_write
 
     def stub(self, stub_cls: Any) -> Any:
         return self
@@ -169,7 +176,7 @@ class _FakeTarget:
     def WriteBlob(self, requests: Any, metadata: Any = ()) -> _FakeCall:
         self.writes += 1
         fail, self._fail = self._fail, None
-        return _FakeCall(requests, fail, self.blobs)
+        return _FakeCall(requests, fail, self)
 
     def CheckBlobs(self, request: Any) -> Any:
         return request
@@ -221,3 +228,18 @@ def test_a_call_grpc_cancelled_on_its_own_is_retried_not_skipped() -> None:
     report = reports["t"]
     assert report.error is None and report.retries == 1 and report.blobs_sent == 2
     assert target.blobs == content and target.writes == 3
+
+
+def test_layers_travel_in_parallel_and_the_manifest_last() -> None:
+    from controller.send import PARALLEL_BLOBS, Blob, ImagePlan, Sender
+
+    layers = {f"sha256:{c * 64}": bytes([i]) * 50_000 for i, c in enumerate("abcd")}
+    manifest = "sha256:" + "f" * 64
+    content = {**layers, manifest: b"{}"}
+    blobs = tuple(Blob(d, len(b)) for d, b in content.items())
+    target = _FakeTarget()
+    sender = Sender(_FakeSource(content), [target])  # type: ignore[list-item]
+    reports = asyncio.run(sender.run(ImagePlan(manifest, blobs, ("x:1",))))
+    assert reports["t"].error is None and reports["t"].blobs_sent == len(content)
+    assert target.blobs == content and list(target.blobs)[-1] == manifest
+    assert target.peak == PARALLEL_BLOBS
