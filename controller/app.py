@@ -50,13 +50,13 @@ class App:
     parallel: int = 256
     max_fail: str | None = None  # `N` or `P%` failed hosts tolerated (controller.fanout.parse_max_fail)
 
-    # rich costs ~20 ms to import: only commands that print through it pay for it.
+    # rich costs ~20 ms to import: only commands that print to a terminal pay for it.
     @functools.cached_property
-    def console(self) -> Console:
+    def console(self) -> Console | output.PlainConsole:
         return output.console()
 
     @functools.cached_property
-    def err_console(self) -> Console:
+    def err_console(self) -> Console | output.PlainConsole:
         return output.console(sys.stderr)
 
     @property

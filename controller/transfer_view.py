@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from controller.app import HostOutput
+from controller.output import PlainConsole
 
 PULL_WORDS = {
     "waiting": "Waiting",
@@ -48,7 +49,7 @@ class TransferView:
     def __init__(
         self,
         out: HostOutput,
-        console: Console,
+        console: Console | PlainConsole,
         *,
         interactive: bool,
         words: dict[str, str],
@@ -60,7 +61,7 @@ class TransferView:
         self._last_state: dict[tuple[str | None, str], str] = {}
         self._progress: Progress | None = None
         self._tasks: dict[tuple[str | None, str], TaskID] = {}
-        if interactive and not silent:
+        if interactive and not silent and not isinstance(console, PlainConsole):
             self._progress = Progress(
                 TextColumn("{task.fields[name]}"),
                 BarColumn(bar_width=30),
