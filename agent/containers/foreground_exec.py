@@ -45,9 +45,7 @@ class ForegroundExec:
         cls, runtime: OciRuntime, container_id: str, d: Path, *, interactive: bool
     ) -> ForegroundExec:
         """Start `<runtime> exec --process d/process.json` with pipes for the process's stdio."""
-        runtime.ensure_usable()
-        argv = [runtime.binary, *runtime.global_args, "--log", str(d / "runtime.log"), "--log-format", "json"]
-        argv += ["exec", "--pid-file", str(d / "pid"), "--process", str(d / "process.json"), container_id]
+        argv = runtime.exec_argv(container_id, d / "process.json", d / "pid", d / "runtime.log")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if interactive else asyncio.subprocess.DEVNULL,

@@ -138,6 +138,13 @@ class OciRuntime:
             if self.exists(container_id):
                 raise
 
+    def exec_argv(self, container_id: str, process: Path, pidfile: Path, log: Path) -> list[str]:
+        """`exec` of a process spec, for a caller that runs it itself with the process's stdio as pipes
+        (agent/containers/foreground_exec.py); the runtime's own errors go to `log` as JSON."""
+        self.ensure_usable()
+        argv = [self.binary, *self.global_args, "--log", str(log), "--log-format", "json", "exec"]
+        return [*argv, "--pid-file", str(pidfile), "--process", str(process), container_id]
+
     async def pause(self, container_id: str) -> None:
         await self._run("pause", container_id)
 
