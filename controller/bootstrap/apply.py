@@ -224,10 +224,14 @@ class Bootstrapper:
     async def _install(self, s: ssh.Session, facts: Facts, wheelhouse: wh_mod.Wheelhouse) -> None:
         """Upload missing wheels, install into versions/<digest>, then swap the venv symlink."""
         await s.run(f"mkdir -p {WHEELHOUSE_DIR}")
-        listing = await s.run(f"cd {WHEELHOUSE_DIR} && ls -1 -- *.whl 2>/dev/null; true")
-        present = set(listing.stdout.split())
-        # Wheel names carry their version: a wheel already there by name is the same wheel.
-        missing = [w for w in wheelhouse.wheels if w.name not in present]
+        listing = await s.run(f"cd {WHEELHOUSE_DIR} && sha256sum -- *.whl 2>/dev/null; true")
+        present: dict[str, str] = {}
+        for line in listing.stdout.splitlines():
+            sha, _, name = line.partition(" ")
+            present[name.lstrip(" *")] = sha
+        # By content, not by name: a rebuilt dockyard wheel keeps its name and version.
+        wheels = await asyncio.to_thread(lambda: {w: wh_mod.wheel_sha256(w) for w in wheelhouse.wheels})
+        missing = [w for w, sha in wheels.items() if present.get(w.name) != sha]
         if missing:
             await s.put(missing, WHEELHOUSE_DIR)
         version = f"{facts_mod.PREFIX}/versions/{wheelhouse.digest[:16]}"

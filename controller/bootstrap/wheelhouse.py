@@ -68,11 +68,16 @@ def local_platform() -> tuple[str, str]:
     return f"{sys.version_info.major}.{sys.version_info.minor}", platform.machine()
 
 
+def wheel_sha256(wheel: Path) -> str:
+    """A wheel's content hash: the project's own wheel keeps its name (and version) across builds."""
+    return hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
 def digest_of(path: Path) -> str:
     h = hashlib.sha256()
     for wheel in sorted(path.glob("*.whl")):
         h.update(wheel.name.encode() + b"\0")
-        h.update(hashlib.sha256(wheel.read_bytes()).digest())
+        h.update(bytes.fromhex(wheel_sha256(wheel)))
     return h.hexdigest()
 
 

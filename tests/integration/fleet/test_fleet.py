@@ -224,10 +224,14 @@ def test_dead_and_hung_agents_are_reported_within_the_timeout(env: Env) -> None:
 
 
 def test_upgrade_replaces_the_agent_in_place(env: Env, tmp_path: Path) -> None:
-    newer = tmp_path / "wheelhouse"
-    shutil.copytree(env.wheelhouse, newer)
-    with zipfile.ZipFile(newer / "dyfmarker-1.0-py3-none-any.whl", "w") as z:
-        z.writestr("dyfmarker/__init__.py", "")  # a different build: the digest changes
+    def build_with_marker(name: str, content: str) -> Path:
+        wheelhouse = tmp_path / name
+        shutil.copytree(env.wheelhouse, wheelhouse)
+        with zipfile.ZipFile(wheelhouse / "dyfmarker-1.0-py3-none-any.whl", "w") as z:
+            z.writestr("dyfmarker/__init__.py", content)  # a different build: the digest changes
+        return wheelhouse
+
+    newer = build_with_marker("wheelhouse", "BUILD = 1\n")
     host = env.fleet[0]
     before = agent_pid(host)
     r = env.cli("-H", host.name, "bootstrap", "--wheelhouse", str(newer), timeout=300)
@@ -240,6 +244,14 @@ def test_upgrade_replaces_the_agent_in_place(env: Env, tmp_path: Path) -> None:
     assert after and after != before
     assert host.private("/opt/dockyard/installed").read_text().strip() == wh_mod.digest_of(newer)
     assert env.cli("-H", host.name, "ping").returncode == 0
+    # A rebuild whose wheel keeps its file name (as the project's own wheel does) is uploaded and installed.
+    rebuilt = build_with_marker("rebuilt", "BUILD = 2\n")
+    r = env.cli("-H", host.name, "bootstrap", "--wheelhouse", str(rebuilt), "--upgrade", timeout=300)
+    assert r.returncode == 0, r.stderr
+    marker = "dyfmarker-1.0-py3-none-any.whl"
+    uploaded = host.private(f"/opt/dockyard/wheelhouse/{marker}").read_bytes()
+    assert uploaded == (rebuilt / marker).read_bytes()
+    assert host.private("/opt/dockyard/installed").read_text().strip() == wh_mod.digest_of(rebuilt)
     # And back to the suite's build, so later runs see the fleet as bootstrapped.
     r = env.cli("-H", host.name, "bootstrap", "--wheelhouse", str(env.wheelhouse), "--upgrade", timeout=300)
     assert r.returncode == 0, r.stderr
