@@ -62,7 +62,8 @@ def socket_path() -> str | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return None  # someone else's directory: never talk to a server we cannot trust
-    install = f"{sys.executable}\0{os.path.dirname(os.path.abspath(__file__))}\0{namespaces}"
+    # the installation is the environment (venv) plus where this package lives, however python was named
+    install = f"{sys.prefix}\0{os.path.dirname(os.path.abspath(__file__))}\0{namespaces}"
     path = os.path.join(base, f"warm-{zlib.adler32(install.encode()):08x}.sock")
     return path if len(path) <= MAX_SOCKET_PATH else None
 
@@ -71,9 +72,13 @@ def start_server(path: str) -> None:
     """Start the server in the background (its own session; it exits after a while without calls)."""
     import subprocess
 
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    # the server must import this very copy of the package (a checkout may shadow the installed one)
+    pythonpath = os.pathsep.join(p for p in (os.path.dirname(package_dir), os.environ.get("PYTHONPATH")) if p)
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "controller.warm", path],
+            [sys.executable, "-m", "controller.warm", path, package_dir],
+            env={**os.environ, "PYTHONPATH": pythonpath},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

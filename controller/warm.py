@@ -7,7 +7,7 @@ once and, per call, forks a worker that takes over the caller's stdin/stdout/std
 environment and umask, runs the command exactly as `controller.cli` would and reports the exit code.
 The server itself never opens a channel or an event loop, so the forked workers start clean.
 
-    python -m controller.warm SOCKET_PATH
+    python -m controller.warm SOCKET_PATH PACKAGE_DIR
 """
 
 from __future__ import annotations
@@ -215,8 +215,10 @@ class Server:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.exit("usage: python -m controller.warm SOCKET_PATH")
+    if len(args) != 2:
+        sys.exit("usage: python -m controller.warm SOCKET_PATH PACKAGE_DIR")
+    if os.path.dirname(os.path.abspath(__file__)) != args[1]:
+        return  # not the copy of the code the caller runs: serving it would run other code
     server = Server(args[0])
     if not server.lock():
         return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,11 @@ def test_socket_path_is_private_and_short(tmp_path: Path, monkeypatch: pytest.Mo
     assert launcher.socket_path() is None  # readable by others: not trusted
     monkeypatch.setenv(launcher.ENV_RUNTIME_DIR, str(tmp_path / ("x" * 120)))
     assert launcher.socket_path() is None  # too long for a unix socket
+
+
+def test_a_server_started_for_another_copy_of_the_code_steps_back(tmp_path: Path) -> None:
+    sock = tmp_path / "warm-test.sock"
+    argv = [sys.executable, "-m", "controller.warm", str(sock), "/elsewhere/controller"]
+    proc = subprocess.run(argv, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not sock.exists()
