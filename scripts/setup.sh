@@ -44,8 +44,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  # compat mode: a plain .pth path entry, no import-hook finder (~10 ms off every CLI start)
-  .venv/bin/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+  # compat mode: a plain .pth path entry, no import-hook finder (~10 ms off every CLI start); setuptools
+  # calls it transitional, so a setuptools without it gets the default editable mode instead
+  .venv/bin/pip install -q -e '.[dev]' --config-settings editable_mode=compat \
+    || .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/dockyard, .venv/bin/dockyard-agent)"
