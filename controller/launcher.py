@@ -104,10 +104,31 @@ def _std_fds_open() -> bool:
     return True
 
 
+def stdio() -> list[dict[str, object]]:
+    """How this process's sys.stdin/stdout/stderr encode and buffer, for the worker to copy.
+
+    Python derived them from this caller's environment (PYTHONIOENCODING, the locale, PYTHONUNBUFFERED);
+    the server's own streams reflect whoever started it, so a cold run's are only known here.
+    """
+    specs: list[dict[str, object]] = []
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        specs.append(
+            {
+                "encoding": getattr(stream, "encoding", None) or "utf-8",
+                "errors": getattr(stream, "errors", None) or "strict",
+                "line_buffering": bool(getattr(stream, "line_buffering", False)),
+                "write_through": bool(getattr(stream, "write_through", False)),
+                # -u / PYTHONUNBUFFERED: the binary layer is the raw file, every write goes out at once
+                "unbuffered": type(getattr(stream, "buffer", None)).__name__ == "FileIO",
+            }
+        )
+    return specs
+
+
 def request(argv: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
-    body = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask}
+    body = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask, "stdio": stdio()}
     return json.dumps(body).encode()
 
 
@@ -118,12 +139,36 @@ class Forwarder:
         self.pid = 0
         self.pending: list[int] = []
         self.last = 0
+        self.saved: dict[int, object] = {}
 
     def install(self) -> None:
+        for sig in (*FORWARDED, signal.SIGTSTP, signal.SIGCONT):
+            self.saved[sig] = signal.getsignal(sig)
         for sig in FORWARDED:
             signal.signal(sig, self._forward)
         signal.signal(signal.SIGTSTP, self._stop)
         signal.signal(signal.SIGCONT, self._continue)
+
+    def uninstall(self) -> None:
+        """Give the signals back to this process (it runs the command itself after all).
+
+        Signals that came while no worker existed are raised again here, so a Ctrl-C or SIGTERM sent
+        just then still stops the command, as in a cold run.
+        """
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        pending, self.pending = self.pending, []
+        for sig in dict.fromkeys(pending):
+            os.kill(os.getpid(), sig)
+
+    def die_like_the_worker(self) -> int:
+        """The worker ended on the signal we passed on: end on it too, so the caller sees what a cold run
+        shows (killed by SIGTERM, not exit code 143); the shell's 128+N if the signal does not kill."""
+        sig = self.last
+        sys.stderr.flush()
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return 128 + sig
 
     def attach(self, pid: int) -> None:
         self.pid = pid
@@ -156,6 +201,19 @@ class Forwarder:
 
 def delegate(path: str, argv: list[str]) -> int | None:
     """Run the command in a warm worker; its exit code, or None when the server could not take it."""
+    forwarder = Forwarder()
+    forwarder.install()  # before the worker can exist, so no signal between the two is lost
+    try:
+        code = _delegate(path, argv, forwarder)
+    except BaseException:
+        forwarder.uninstall()
+        raise
+    if code is None:
+        forwarder.uninstall()
+    return code
+
+
+def _delegate(path: str, argv: list[str], forwarder: Forwarder) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -165,8 +223,6 @@ def delegate(path: str, argv: list[str]) -> int | None:
     except OSError:
         conn.close()
         return None
-    forwarder = Forwarder()
-    forwarder.install()
     buffer = b""
     while True:
         try:
@@ -178,8 +234,8 @@ def delegate(path: str, argv: list[str]) -> int | None:
         if not chunk:
             if forwarder.pid == 0:
                 return None  # refused before a worker started (stale server): run it here
-            if forwarder.last in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-                return 128 + forwarder.last  # it ended on the signal we passed on, as a shell reports
+            if forwarder.last and forwarder.last != signal.SIGWINCH:
+                return forwarder.die_like_the_worker()
             sys.stderr.write("error: the command's worker ended without an exit code\n")
             return 1
         buffer += chunk

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import io
 import json
 import os
 import select
@@ -23,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +32,7 @@ from controller.launcher import HEADER
 
 ENV_IDLE = "DOCKYARD_WARM_IDLE"
 DEFAULT_IDLE_S = 600.0
+CHECK_S = 1.0  # how often an idle server looks whether its socket is still the one callers find
 SO_PEERCRED_FORMAT = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -84,13 +87,29 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def _text_stream(fd: int, mode: str) -> TextIO:
-    """A sys.std* stream over the caller's descriptor, buffered as Python buffers its own."""
-    if mode == "r":
-        return open(fd, encoding="utf-8", errors="strict", closefd=False)
-    line = fd == 2 or os.isatty(fd)
-    errors = "backslashreplace" if fd == 2 else "strict"
-    return open(fd, "w", encoding="utf-8", errors=errors, closefd=False, buffering=1 if line else -1)
+def text_stream(fd: int, spec: dict[str, Any]) -> TextIO:
+    """A sys.std* stream over the caller's descriptor, encoded and buffered as the caller's own was.
+
+    `spec` comes from the launcher (controller.launcher.stdio), whose Python set its streams up from the
+    caller's environment. Like Python's own std streams, no newline translation (a \r on stdin stays).
+    """
+    reading = fd == 0
+    raw = io.FileIO(fd, "r" if reading else "w", closefd=False)
+    buffer: io.RawIOBase | io.BufferedIOBase
+    if reading:
+        buffer = io.BufferedReader(raw)
+    elif spec.get("unbuffered"):
+        buffer = raw
+    else:
+        buffer = io.BufferedWriter(raw)
+    return io.TextIOWrapper(
+        buffer,
+        encoding=str(spec.get("encoding") or "utf-8"),
+        errors=str(spec.get("errors") or "strict"),
+        newline="\n",
+        line_buffering=bool(spec.get("line_buffering")),
+        write_through=bool(spec.get("write_through")),
+    )
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -115,7 +134,7 @@ def worker(conn: socket.socket) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdin, sys.stdout, sys.stderr = _text_stream(0, "r"), _text_stream(1, "w"), _text_stream(2, "w")
+    sys.stdin, sys.stdout, sys.stderr = (text_stream(fd, request["stdio"][fd]) for fd in (0, 1, 2))
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
@@ -145,6 +164,7 @@ class Server:
         self.idle_s = float(os.environ.get(ENV_IDLE) or DEFAULT_IDLE_S)
         self.listener: socket.socket | None = None
         self.lock_fd = -1
+        self.socket_id = (0, 0)
 
     def lock(self) -> bool:
         """One server per socket: a second one started by a concurrent first call steps back."""
@@ -167,6 +187,8 @@ class Server:
             os.umask(old)
         listener.listen(128)
         self.listener = listener
+        st = os.stat(self.path)
+        self.socket_id = (st.st_dev, st.st_ino)
         Path(self.pid_path).write_text(f"{os.getpid()}\n")
 
     def close(self) -> None:
@@ -180,12 +202,26 @@ class Server:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
+    def reachable(self) -> bool:
+        """Whether callers still find this server: its socket may be gone (the runtime directory was
+        removed) or replaced, and a server nobody can reach would only linger until its idle timeout."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.socket_id
+
     def serve(self, files: dict[str, int]) -> None:
         assert self.listener is not None
+        idle_until = time.monotonic() + self.idle_s
         while True:
-            ready, _, _ = select.select([self.listener], [], [], self.idle_s)
+            wait = min(idle_until - time.monotonic(), CHECK_S)
+            ready, _, _ = select.select([self.listener], [], [], max(wait, 0))
             if not ready:
-                return
+                if time.monotonic() >= idle_until or not self.reachable():
+                    return
+                continue
+            idle_until = time.monotonic() + self.idle_s
             conn, _ = self.listener.accept()
             if peer_uid(conn) != os.getuid():
                 conn.close()

@@ -11,13 +11,16 @@ import contextlib
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import controller
 from tests.support.agent import CLI_BIN, AgentProcess, FleetPki, wait_for
 from tests.support.images import busybox_rootfs_tar
 from tests.support.warm import children_of, server_pids, stop_servers
@@ -196,3 +199,169 @@ def test_a_password_prompt_on_a_terminal_hides_what_is_typed(
             os.close(fd)
     assert os.waitstatus_to_exitcode(statuses[0]) == 0
     assert b"s3cret" not in seen
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_signal_ends_a_warm_run_as_it_ends_a_cold_one(
+    fleet_pki: FleetPki, agent: AgentProcess, runtime_dir: Path
+) -> None:
+    """SIGTERM or SIGHUP kill a cold `dockyard` (no handler): the caller must see that, not exit code 143."""
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    server = started_server(runtime_dir)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        for warm in ("1", "0"):
+            before = frozenset(children_of(server))
+
+            def new_worker(before: frozenset[int] = before) -> set[int]:
+                return set(children_of(server)) - before
+
+            follow = subprocess.Popen(
+                [CLI_BIN, "-H", agent.unix_target, "events"],
+                env=cli_env(fleet_pki, runtime_dir, DOCKYARD_WARM=warm),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                if warm == "1":
+                    wait_for(new_worker, 20, "a worker to run `events`")
+                follow.send_signal(sig)
+                _, err = follow.communicate(timeout=20)
+                assert follow.returncode == -sig, (sig, warm, follow.returncode, err)
+            finally:
+                if follow.poll() is None:
+                    follow.kill()
+                    follow.wait()
+
+
+def test_output_is_encoded_as_in_a_cold_run(fleet_pki: FleetPki, runtime_dir: Path) -> None:
+    """The streams' encoding comes from the caller's environment (PYTHONIOENCODING, locale), not the
+    server's."""
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    server = started_server(runtime_dir)
+    runs = [
+        subprocess.run(
+            [CLI_BIN, "nosuch-\u00e9"],
+            capture_output=True,
+            timeout=60,
+            env=cli_env(fleet_pki, runtime_dir, PYTHONIOENCODING="latin-1", DOCKYARD_WARM=warm),
+        )
+        for warm in ("1", "0")
+    ]
+    assert runs[1].stderr == b"error: No such command 'nosuch-\xe9'.\n"
+    assert runs[0].stderr == runs[1].stderr and runs[0].returncode == runs[1].returncode == 2
+    assert server_pids(runtime_dir) == [server]
+
+
+def copy_of_the_code(dest: Path) -> Path:
+    """The controller and agent packages copied, as another installation whose files we may touch."""
+    root = Path(controller.__file__).resolve().parent.parent
+    for package in ("controller", "agent"):
+        shutil.copytree(root / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def test_a_server_whose_code_changed_hands_over_and_the_cold_run_still_obeys_signals(
+    fleet_pki: FleetPki, agent: AgentProcess, runtime_dir: Path, tmp_path: Path
+) -> None:
+    copy = copy_of_the_code(tmp_path / "copy")
+    launcher = [sys.executable, "-c", "from controller.launcher import main; main()"]
+    env = cli_env(fleet_pki, runtime_dir, PYTHONPATH=str(copy))
+
+    def version() -> subprocess.CompletedProcess[str]:
+        # outside the checkout: `python -c` puts the working directory first on sys.path
+        return subprocess.run(
+            [*launcher, "--version"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    first = version()
+    assert first.returncode == 0 and first.stdout.startswith("dockyard"), first.stderr
+    old = started_server(runtime_dir)
+    assert f"{copy}/controller".encode() in Path(f"/proc/{old}/cmdline").read_bytes()
+    cli_py = copy / "controller" / "cli.py"
+    mtime = cli_py.stat().st_mtime_ns + 1_000_000_000
+    os.utime(cli_py, ns=(mtime, mtime))
+    # the stale server refuses the call: it runs cold here and starts a server on the changed code
+    follow = subprocess.Popen(
+        [*launcher, "-H", agent.unix_target, "events"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        new = wait_for(lambda: [p for p in server_pids(runtime_dir) if p != old], 30, "a fresh server")
+        wait_for(lambda: not alive(old), 10, "the stale server to exit")
+        assert children_of(new) == []  # `events` is not its worker: it runs cold
+        follow.send_signal(signal.SIGTERM)
+        _, err = follow.communicate(timeout=20)
+        assert follow.returncode == -signal.SIGTERM, err
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    again = version()
+    assert again.returncode == 0 and again.stdout.startswith("dockyard")
+    assert server_pids(runtime_dir) == new
+
+
+def test_a_server_whose_runtime_dir_was_removed_exits(fleet_pki: FleetPki, runtime_dir: Path) -> None:
+    """Nobody can reach it any more, and nothing records it: it must not linger for its idle timeout."""
+    assert dockyard(fleet_pki, runtime_dir, "--version").returncode == 0
+    orphan = started_server(runtime_dir)
+    shutil.rmtree(runtime_dir)
+    try:
+        again = dockyard(fleet_pki, runtime_dir, "--version")
+        assert again.returncode == 0 and again.stdout.startswith("dockyard")
+        wait_for(lambda: not alive(orphan), 10, "the unreachable server to exit")
+        wait_for(lambda: [p for p in server_pids(runtime_dir) if p != orphan], 30, "a new server")
+    finally:
+        if alive(orphan):
+            os.kill(orphan, signal.SIGTERM)
+
+
+def test_concurrent_first_calls_all_succeed_and_leave_one_server(
+    fleet_pki: FleetPki, runtime_dir: Path
+) -> None:
+    calls = [
+        subprocess.Popen(
+            [CLI_BIN, "--version"],
+            env=cli_env(fleet_pki, runtime_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(10)
+    ]
+    for call in calls:
+        out, err = call.communicate(timeout=60)
+        assert call.returncode == 0 and out.startswith(b"dockyard"), err
+    server = started_server(runtime_dir)
+    starters = [
+        int(d.name)
+        for d in Path("/proc").iterdir()
+        if d.name.isdigit() and alive(int(d.name)) and str(runtime_dir).encode() in _cmdline(d)
+    ]
+    wait_for(lambda: [p for p in starters if alive(p)] == [server], 30, "the other servers to step back")
+    # 20 calls at once through that one server
+    runs = [
+        subprocess.Popen(
+            [CLI_BIN, "nosuch", f"call-{i}"], env=cli_env(fleet_pki, runtime_dir), stderr=subprocess.PIPE
+        )
+        for i in range(20)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 2 and err.startswith(b"error: No such command 'nosuch'"), err
+    assert server_pids(runtime_dir) == [server]
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
