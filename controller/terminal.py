@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import select
 import signal
+import stat
 import struct
 import sys
 import termios
@@ -78,9 +80,28 @@ def read_secret(prompt: str) -> str:
     return line.rstrip("\r\n")
 
 
+def _pollable(fd: int) -> bool:
+    """Whether epoll takes `fd` (pipes, sockets, terminals do; regular files and /dev/null do not)."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return False
+    probe = select.epoll()
+    try:
+        probe.register(fd, select.EPOLLIN)
+    except PermissionError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 async def read_stdin(fd: int | None = None) -> AsyncIterator[bytes]:
     """Chunks of stdin as they arrive, without blocking the loop; ends at EOF."""
     fd = sys.stdin.fileno() if fd is None else fd
+    if not _pollable(fd):  # a regular file or /dev/null: epoll refuses it, and a read never waits
+        while data := await asyncio.to_thread(os.read, fd, CHUNK):
+            yield data
+        return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     blocking = os.get_blocking(fd)

@@ -295,9 +295,11 @@ async def drive_session(
             yield item
 
     async def feed() -> None:
-        async for chunk in terminal.read_stdin():
-            queue.put_nowait(request_cls(stdin=chunk))
-        queue.put_nowait(request_cls(close_stdin=True))
+        try:
+            async for chunk in terminal.read_stdin():
+                queue.put_nowait(request_cls(stdin=chunk))
+        finally:  # end of input also when stdin cannot be read: the process must not wait forever
+            queue.put_nowait(request_cls(close_stdin=True))
 
     def resized() -> None:
         s = terminal.size()

@@ -440,3 +440,16 @@ def test_attach_follows_new_output_and_exits_with_the_code(yard: Yard) -> None:
             attached.kill()
             attached.wait()
         yard.ok("rm", "-f", "att")
+
+
+def test_interactive_stdin_from_a_file_or_dev_null_reaches_its_end(yard: Yard, tmp_path: Path) -> None:
+    """epoll refuses regular files and /dev/null: such stdin is read without the event loop's poller."""
+    data = tmp_path / "in.txt"
+    data.write_text("from a file\n")
+    env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(yard.config_dir)}
+    argv = [CLI_BIN, "-H", yard.host, "run", "--rm", "-i", "--network", "none", IMAGE, "cat"]
+    for source, expected in ((data, "from a file\n"), (Path("/dev/null"), "")):
+        with source.open("rb") as stdin:
+            done = subprocess.run(argv, stdin=stdin, capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected
