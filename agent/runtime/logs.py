@@ -219,8 +219,11 @@ class _DirWatch:
         self._event.clear()
 
     def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.fd)
-        os.close(self.fd)
+        """Closing an inotify instance waits for an RCU grace period in the kernel (8–20 ms here): done
+        on the loop, it held up every follower's end, e.g. each attached run's reply, by that much."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.fd)
+        loop.run_in_executor(None, os.close, self.fd)
 
 
 async def follow(
