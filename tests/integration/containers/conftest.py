@@ -198,3 +198,13 @@ async def remove_many(yard: Yard, ids: list[str]) -> None:
 
 
 NOTHING_LEFT = {"mounts": [], "cgroups": [], "processes": [], "runtime_state": [], "dirs": []}
+
+
+def assert_nothing_left(yard: Yard, timeout: float = 10.0) -> None:
+    """The runtime's state of an exited container is released moments after the exit is recorded (the
+    agent does not hold a reply for runc's cgroup retries): wait for it with a deadline, then compare."""
+    try:
+        wait_for(lambda: leftovers(yard) == NOTHING_LEFT, timeout, "the containers' leftovers to go")
+    except TimeoutError:
+        left = leftovers(yard)
+        assert left == NOTHING_LEFT, left

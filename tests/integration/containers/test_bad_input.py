@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.containers.conftest import IMAGE, NOTHING_LEFT, Yard, YardFactory, leftovers
+from tests.integration.containers.conftest import IMAGE, Yard, YardFactory, assert_nothing_left
 
 pytestmark = pytest.mark.root
 
@@ -41,7 +41,7 @@ def test_bad_run_input_is_refused_cleanly(yard: Yard, args: list[str], message: 
     assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert yard.ok("ps", "-aq", "--no-trunc") == before
-    assert leftovers(yard) == NOTHING_LEFT
+    assert_nothing_left(yard)
 
 
 def test_duplicate_name_and_invalid_signal(yard: Yard) -> None:
@@ -59,7 +59,7 @@ def test_duplicate_name_and_invalid_signal(yard: Yard) -> None:
         assert missing.returncode == 1 and "no such container" in missing.stderr
     finally:
         yard.ok("rm", "-f", first)
-    assert leftovers(yard) == NOTHING_LEFT
+    assert_nothing_left(yard)
 
 
 def test_command_not_found_exits_127_like_docker(yard: Yard) -> None:
@@ -71,7 +71,7 @@ def test_command_not_found_exits_127_like_docker(yard: Yard) -> None:
     info = yard.inspect("nocmd")
     assert info["status"] == "created" and info["exit_code"] == 127 and "no-such-command" in info["error"]
     yard.ok("rm", "nocmd")
-    assert leftovers(yard) == NOTHING_LEFT
+    assert_nothing_left(yard)
 
 
 def test_crun_on_the_hybrid_layout_is_reported_clearly(yard_factory: YardFactory) -> None:

@@ -11,10 +11,9 @@ from agent.api.v1 import containers_pb2 as pb
 from agent.api.v1 import containers_pb2_grpc
 from tests.integration.containers.conftest import (
     IMAGE,
-    NOTHING_LEFT,
     Yard,
+    assert_nothing_left,
     config,
-    leftovers,
     remove_many,
     start_many,
 )
@@ -35,7 +34,7 @@ def test_30_containers_created_and_started_in_parallel(yard: Yard) -> None:
         assert len(set(pids)) == 30 and all(p > 0 for p in pids)
     finally:
         asyncio.run(remove_many(yard, ids))
-    assert leftovers(yard) == NOTHING_LEFT
+    assert_nothing_left(yard)
 
 
 async def _cycles(yard: Yard, n: int, parallel: int) -> list[str]:
@@ -59,6 +58,6 @@ async def _cycles(yard: Yard, n: int, parallel: int) -> list[str]:
 def test_200_create_rm_cycles_leave_no_mounts_cgroups_or_processes(yard: Yard) -> None:
     seen = asyncio.run(_cycles(yard, 200, 4))
     assert len(set(seen)) == 200
-    assert leftovers(yard) == NOTHING_LEFT
+    assert_nothing_left(yard)
     assert list((yard.data_root / "run" / "s").iterdir()) == []  # conmon's socket links
     assert yard.ok("ps", "-aq") == ""

@@ -12,9 +12,9 @@ import pytest
 from agent.api.v1 import containers_pb2_grpc
 from tests.integration.containers.conftest import (
     IMAGE,
-    NOTHING_LEFT,
     Yard,
     YardFactory,
+    assert_nothing_left,
     config,
     leftovers,
     run_detached,
@@ -95,8 +95,7 @@ def test_sigkill_with_10_running_and_5_being_created(yard_factory: YardFactory) 
     left = leftovers(yard)
     assert sorted(left["dirs"]) == sorted([*running, exiting, *others])
     yard.ok("rm", "-f", *running, exiting, *others)
-    left = leftovers(yard)
-    assert left == NOTHING_LEFT, left
+    assert_nothing_left(yard)
 
 
 def test_graceful_agent_restart_keeps_containers_running(yard_factory: YardFactory) -> None:
