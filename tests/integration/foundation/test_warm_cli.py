@@ -119,6 +119,21 @@ def test_signals_reach_the_worker_and_its_exit_code_comes_back(
     )
     try:
         workers = wait_for(lambda: children_of(server), 20, "a worker to run `events`")
+        # the worker streams once an event comes through (a Ctrl-C before that lands in Python's start-up
+        # code, where a cold run also dies of the signal rather than exiting 130)
+        assert follow.stdout is not None
+        seen = b""
+
+        def streamed() -> bool:
+            nonlocal seen
+            assert follow.stdout is not None
+            if dockyard(fleet_pki, runtime_dir, "-H", agent.unix_target, "volume", "create").returncode:
+                return False
+            if select.select([follow.stdout], [], [], 0.5)[0]:
+                seen += os.read(follow.stdout.fileno(), 4096)
+            return b"volume" in seen
+
+        wait_for(streamed, 30, "`events` to stream a volume event")
         follow.send_signal(signal.SIGINT)
         assert follow.wait(timeout=20) == 130
         wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 10, "the worker to end")
