@@ -192,11 +192,8 @@ class Server:
         Path(self.pid_path).write_text(f"{os.getpid()}\n")
 
     def close(self) -> None:
-        """Remove the socket and pid file if they are still ours."""
-        try:
-            if Path(self.pid_path).read_text().strip() != str(os.getpid()):
-                return
-        except OSError:
+        """Remove the socket and pid file if they are still ours (a successor writes both anew)."""
+        if not self.reachable():
             return
         for path in (self.path, self.pid_path):
             with contextlib.suppress(FileNotFoundError):
