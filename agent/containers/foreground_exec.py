@@ -25,19 +25,29 @@ from pathlib import Path
 
 from agent.containers.io import CloseStdin, Input, Output, Stdin
 from agent.runtime.monitor import read_pidfile
-from agent.runtime.oci import OciRuntime
+from agent.runtime.oci import RUNTIME_UMASK, OciRuntime
 
 CHUNK = 64 * 1024
+STREAMS = ("stdout", "stderr")
+Pipe = tuple[asyncio.StreamReader, asyncio.ReadTransport]
+HOLD_MAX = 4 * CHUNK  # the runtime's own error is a line or two; past this it is the process's output
 
 
 class ForegroundExec:
-    """One `runc exec` child of the agent; iterate `outputs()`, then `await finish()`."""
+    """One `runc exec` child of the agent; iterate `outputs()`, then `await finish()`.
 
-    def __init__(self, proc: asyncio.subprocess.Process, d: Path) -> None:
+    The process's stdout and stderr are pipes whose read ends the agent owns (not asyncio's subprocess
+    pipes), so that `kill()` can close them: the client is gone, output has nowhere to go, and a child
+    the process left behind gets EPIPE instead of blocking on a pipe nobody reads.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, d: Path, pipes: dict[str, Pipe]) -> None:
         self.proc = proc
         self.pidfile = d / "pid"
         self.runtime_log = d / "runtime.log"
+        self._pipes = pipes
         self._held: list[Output] = []
+        self._held_bytes = 0
         self._started = False
 
     @classmethod
@@ -46,14 +56,37 @@ class ForegroundExec:
     ) -> ForegroundExec:
         """Start `<runtime> exec --process d/process.json` with pipes for the process's stdio."""
         argv = runtime.exec_argv(container_id, d / "process.json", d / "pid", d / "runtime.log")
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if interactive else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=str(d),
-        )
-        return cls(proc, d)
+        fds = {stream: os.pipe2(os.O_CLOEXEC) for stream in STREAMS}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if interactive else asyncio.subprocess.DEVNULL,
+                stdout=fds["stdout"][1],
+                stderr=fds["stderr"][1],
+                cwd=str(d),
+                umask=RUNTIME_UMASK,
+            )
+        except BaseException:
+            for r, _ in fds.values():
+                os.close(r)
+            raise
+        finally:
+            for _, w in fds.values():
+                os.close(w)
+        pipes: dict[str, Pipe] = {}
+        try:
+            for stream, (r, _) in fds.items():
+                pipes[stream] = await _read_pipe(r)
+        except BaseException:
+            for stream, (r, _) in fds.items():
+                if stream in pipes:
+                    pipes[stream][1].close()
+                else:
+                    os.close(r)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
+        return cls(proc, d, pipes)
 
     def started(self) -> bool:
         """Whether the process itself runs (the runtime wrote its pid file)."""
@@ -62,35 +95,40 @@ class ForegroundExec:
         return self._started
 
     async def outputs(self) -> AsyncIterator[Output]:
-        """stdout and stderr chunks in arrival order, until both pipes close."""
-        queue: asyncio.Queue[Output | None] = asyncio.Queue()
+        """stdout and stderr chunks in arrival order, until both pipes close.
 
-        async def pump(reader: asyncio.StreamReader | None, stream: str) -> None:
-            try:
-                while reader is not None and (data := await reader.read(CHUNK)):
-                    queue.put_nowait(Output(stream, data))
-            finally:
-                queue.put_nowait(None)
+        Flow control: at most one read per pipe is outstanding, and the next starts only once the
+        caller took the chunk, so a slow or absent reader leaves the bytes in the pipe (plus one
+        StreamReader buffer, at most 2 x CHUNK) and the process blocks on its write.
+        """
+        reads: dict[asyncio.Future[bytes], str] = {}
 
-        pumps = [
-            asyncio.ensure_future(pump(self.proc.stdout, "stdout")),
-            asyncio.ensure_future(pump(self.proc.stderr, "stderr")),
-        ]
+        def read(stream: str) -> None:
+            reads[asyncio.ensure_future(self._pipes[stream][0].read(CHUNK))] = stream
+
+        for stream in STREAMS:
+            read(stream)
         try:
-            open_pipes = len(pumps)
-            while open_pipes:
-                item = await queue.get()
-                if item is None:
-                    open_pipes -= 1
-                elif item.stream == "stderr" and not self.started():
-                    self._held.append(item)  # the runtime's own error, unless the process did start
-                else:
-                    for held in self._held:
-                        yield held
-                    self._held.clear()
-                    yield item
+            while reads:
+                done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    stream = reads.pop(task)
+                    data = task.result()
+                    if not data:
+                        continue  # this pipe is at its end
+                    item = Output(stream, data)
+                    if stream == "stderr" and not self.started() and self._held_bytes < HOLD_MAX:
+                        self._held.append(item)  # the runtime's own error, unless the process did start
+                        self._held_bytes += len(data)
+                    else:
+                        for held in self._held:
+                            yield held
+                        self._held.clear()
+                        self._held_bytes = 0
+                        yield item
+                    read(stream)
         finally:
-            for task in pumps:
+            for task in reads:
                 task.cancel()
 
     async def pump_input(self, inputs: AsyncIterator[Input]) -> None:
@@ -113,6 +151,7 @@ class ForegroundExec:
     async def finish(self) -> tuple[int, str, list[Output]]:
         """(exit code, the runtime's error if the process never started, stderr held back until now)."""
         code = await self.proc.wait()
+        self.close()
         if self.started():
             held, self._held = self._held, []
             return code, "", held
@@ -132,9 +171,26 @@ class ForegroundExec:
         return f"the runtime could not start the process (exit {code})"
 
     def kill(self) -> None:
-        """SIGKILL the exec'd process (the runtime then exits with 137); the runtime if it has no process."""
+        """SIGKILL the exec'd process (the runtime then exits with 137), or the runtime if it has no
+        process yet, and close our ends of its output pipes (nobody will read them any more)."""
         pid = read_pidfile(self.pidfile)
         target = pid if pid > 0 else (self.proc.pid if self.proc.returncode is None else 0)
         if target > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGKILL)
+        self.close()
+
+    def close(self) -> None:
+        """Close the read ends of the output pipes (idempotent)."""
+        for _, transport in self._pipes.values():
+            transport.close()
+
+
+async def _read_pipe(fd: int) -> Pipe:
+    """A StreamReader over the read end `fd` of a pipe, and the transport that closes it."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=CHUNK, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader, transport

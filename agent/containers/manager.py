@@ -20,7 +20,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -918,7 +918,7 @@ class ContainerManager:
         inputs: AsyncIterator[Input] | None = None,
         detach: bool = False,
         size: tuple[int, int] = (0, 0),
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Run a process in a running container under its own conmon; ends with its exit code."""
         rec = self.find(ref)
         if rec.status is Status.PAUSED:
@@ -1083,21 +1083,24 @@ class ContainerManager:
         self._clean_socket_link(exec_id)
 
     async def exec_capture(self, container_id: str, args: tuple[str, ...], timeout: float) -> tuple[int, str]:
-        """Run a command to completion (health checks); output is stdout+stderr, the code -1 on timeout."""
-        chunks: list[bytes] = []
+        """Run a command to completion (health checks); output is stdout+stderr, the code -1 on timeout.
+
+        Only the output's last 16 KiB are kept (health records keep 4096 characters of it)."""
+        output = bytearray()
         code = UNKNOWN_EXIT
         try:
             async with asyncio.timeout(timeout):
                 async for ev in self.exec(container_id, args):
                     if isinstance(ev, Output):
-                        chunks.append(ev.data)
+                        output += ev.data
                     elif isinstance(ev, Exited):
                         code = ev.code
                         if ev.error:
-                            chunks.append(ev.error.encode())
+                            output += ev.error.encode()
+                    del output[: -16 * 1024]
         except TimeoutError:
             return -1, f"health check timed out after {timeout:g}s"
-        return code, b"".join(chunks).decode(errors="replace")
+        return code, output.decode(errors="replace")
 
     def record_health(self, container_id: str, status: str, streak: int, entry: dict[str, Any]) -> str:
         rec = self.store.get(container_id)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -396,7 +397,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
         if not start.command:
             raise InvalidArgument("exec needs a command")
         inputs = _inputs(request_iterator) if start.interactive and not start.detach else None
-        async for ev in self._m.exec(
+        events = self._m.exec(
             start.container,
             tuple(start.command),
             env=tuple(parse_env_line(e) for e in start.env),
@@ -407,8 +408,12 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
             inputs=inputs,
             detach=start.detach,
             size=(start.size.rows, start.size.cols),
-        ):
-            yield _io_response(pb.ExecContainerResponse, ev, "exec_id")
+        )
+        # closed when this call ends (a client that went away cancels it), not when the garbage collector
+        # gets to it: closing the exec is what kills its process
+        async with contextlib.aclosing(events):
+            async for ev in events:
+                yield _io_response(pb.ExecContainerResponse, ev, "exec_id")
 
     async def Top(
         self, request: pb.TopContainerRequest, context: grpc.aio.ServicerContext
