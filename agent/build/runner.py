@@ -30,7 +30,7 @@ from agent.build.fileops import read_etc
 from agent.errors import AgentError, FailedPrecondition, InvalidArgument, NetworkSetup
 from agent.runtime import bundle
 from agent.runtime.bundle import ContainerPaths
-from agent.runtime.oci import OciRuntime
+from agent.runtime.oci import RUNTIME_UMASK, OciRuntime
 from agent.runtime.options import RunOptions
 from agent.runtime.spec import HostFacts, ImageConfig, SpecInputs, build_spec
 from agent.runtime.users import resolve_user
@@ -151,6 +151,7 @@ async def _command(*argv: str) -> tuple[int, str]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        umask=RUNTIME_UMASK,
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode(errors="replace")
@@ -344,6 +345,7 @@ async def _run_streaming(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        umask=RUNTIME_UMASK,
     )
     procs.append(proc)
     assert proc.stdout is not None

@@ -24,7 +24,7 @@ from pathlib import Path
 import agent.log
 from agent.errors import DeadlineExceeded, Internal, RuntimeCommand
 from agent.libc import LIBC
-from agent.runtime.oci import OciRuntime, find_binary
+from agent.runtime.oci import RUNTIME_UMASK, OciRuntime, find_binary
 
 log = agent.log.get(__name__)
 
@@ -152,6 +152,7 @@ class Conmon:
                 pass_fds=child_fds,
                 env=env,
                 cwd=str(job.persist_dir),
+                umask=RUNTIME_UMASK,
             )
         except BaseException:
             for fd in (sync_r, sync_w, start_r, start_w, attach_r, attach_w):

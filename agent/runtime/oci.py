@@ -52,6 +52,11 @@ def check_usable(name: str, layout: str | None = None) -> None:
             '(cgroup2 mounted at /sys/fs/cgroup/unified); set runtime = "runc" in the agent config'
         )
 
+# The agent runs with umask 0077 (its data root is root's alone); the runtime and everything it starts —
+# the mount points it makes in a rootfs, the container's processes — get the umask containers expect, as
+# under Docker. Every spawn of runc/crun/conmon passes it (subprocess `umask=`).
+RUNTIME_UMASK = 0o022
+
 
 class OciRuntime:
     """runc/crun with state kept under `root` (one root per agent, so agents never see each other)."""
@@ -86,6 +91,7 @@ class OciRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            umask=RUNTIME_UMASK,
         )
         try:
             async with asyncio.timeout(timeout):
