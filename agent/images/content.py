@@ -5,12 +5,18 @@ Layout under `root` (normally `<data_root>/content`):
     blobs/sha256/<hex>           verified blobs, read-only once visible
     ingest/<hex>/data            partial download of a blob, appended to in order
     ingest/<hex>/meta            JSON: expected digest and size, started time
-    ingest/.put-<random>         temp files of `put_bytes`
+    ingest/.<kind>-<random>      temp files of blobs being written whole (`temp_file`: put, build, commit)
 
 A blob becomes visible only after its size and digest were checked and its bytes fsynced (then renamed into
 `blobs/`, directory fsynced). A mismatch raises `Integrity` (DATA_LOSS) and leaves nothing behind. A partial
 ingest survives exceptions and agent restarts; reopening it rehashes the bytes already there and reports
 `offset`, from which a download resumes with an HTTP Range request.
+
+A full disk (ENOSPC/EDQUOT) in any write here is `NoSpace` (RESOURCE_EXHAUSTED, naming `space_root`, the
+data root, and the bytes the blob needs). Partials and temp files use space until collected: `partials_size`
+counts them, `remove_partials` drops every one no writer holds (an ingest's writer holds its flock, a temp
+file's writer is listed in `_writing`), `remove_temp_files` drops all temp files (at start-up, when no
+writer can exist).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +38,7 @@ from types import TracebackType
 from typing import IO, Any, BinaryIO
 
 import agent.log
-from agent.errors import Conflict, Integrity, InvalidArgument, NotFound
+from agent.errors import Conflict, Integrity, InvalidArgument, NotFound, translate_no_space
 from agent.state.files import fsync_dir
 
 log = agent.log.get(__name__)
@@ -55,13 +62,40 @@ def digest_bytes(data: bytes, algorithm: str = "sha256") -> str:
 class ContentStore:
     """Blobs under their verified digest; the only writer of `<root>/blobs` and `<root>/ingest`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, space_root: Path | None = None) -> None:
         self.root = root
+        self.space_root = space_root or root  # named by NoSpace errors: the agent's data root
         self.blobs_dir = root / "blobs"
         self.ingest_dir = root / "ingest"
         for algo in ("sha256", "sha512"):
             (self.blobs_dir / algo).mkdir(parents=True, exist_ok=True)
         self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self._writing: set[str] = set()  # names of temp files being written (never collected)
+        self._writing_lock = threading.Lock()
+
+    def no_space(self, needs: int | None = None) -> contextlib.AbstractContextManager[None]:
+        """A full disk inside the block becomes NoSpace naming the data root (`needs`: bytes, if known)."""
+        return translate_no_space(self.space_root, needs)
+
+    @contextlib.contextmanager
+    def temp_file(self, kind: str, needs: int | None = None) -> Iterator[tuple[Path, BinaryIO]]:
+        """A new file `ingest/.<kind>-<random>` open for writing a blob whole (then `adopt` it).
+
+        However the block ends the file is closed and removed (unless adopted: renamed away), so no
+        descriptor of a deleted file stays open; a full disk inside is NoSpace. While the block runs the
+        file is listed as being written and `remove_partials` leaves it alone.
+        """
+        name = f".{kind}-{secrets.token_hex(8)}"
+        path = self.ingest_dir / name
+        with self._writing_lock:
+            self._writing.add(name)
+        try:
+            with self.no_space(needs), open(path, "wb") as fh:
+                yield path, fh
+        finally:
+            path.unlink(missing_ok=True)
+            with self._writing_lock:
+                self._writing.discard(name)
 
     def _blob_path(self, digest: str) -> Path:
         algo, hexpart = validate_digest(digest)
@@ -105,17 +139,12 @@ class ContentStore:
         final = self._blob_path(digest)
         if final.is_file():
             return digest
-        tmp = self.ingest_dir / f".put-{secrets.token_hex(8)}"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with self.temp_file("put", len(data)) as (tmp, fh):
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         fsync_dir(final.parent)
         return digest
 
@@ -143,14 +172,15 @@ class ContentStore:
         if final.is_file():
             src.unlink(missing_ok=True)
             return digest
-        fd = os.open(src, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(src, 0o444)
-        os.replace(src, final)
-        fsync_dir(final.parent)
+        with self.no_space():
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(src, 0o444)
+            os.replace(src, final)
+            fsync_dir(final.parent)
         return digest
 
     def ingest(self, digest: str, size: int | None) -> Ingest:
@@ -206,16 +236,26 @@ class ContentStore:
             )
         return out
 
+    def partials_size(self) -> int:
+        """Bytes held by partial ingests and temp files (what `system df` shows as partial data)."""
+        return tree_size(self.ingest_dir)
+
     def remove_stale_ingests(self, max_age_seconds: float) -> int:
         """Drop partial ingests untouched for longer than `max_age_seconds` and stray temp files."""
+        return self.remove_partials(max_age_seconds)[0]
+
+    def remove_partials(self, max_age_seconds: float = 0.0) -> tuple[int, int]:
+        """Drop partial ingests and temp files untouched for `max_age_seconds` (all with 0) that no writer
+        holds: an ingest whose flock another operation has, or a temp file being written, stays.
+        Returns (entries removed, bytes freed)."""
         now = time.time()
-        removed = 0
+        removed = freed = 0
         for entry in os.scandir(self.ingest_dir):
             try:
                 mtime = entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue
-            if now - mtime < max_age_seconds:
+            if max_age_seconds and now - mtime < max_age_seconds:
                 continue
             path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
@@ -223,13 +263,54 @@ class ContentStore:
                 if lock is None:
                     continue
                 try:
+                    size = tree_size(path)
                     shutil.rmtree(path, ignore_errors=True)
                 finally:
                     os.close(lock)
             else:
-                path.unlink(missing_ok=True)
+                with self._writing_lock:
+                    if entry.name in self._writing:
+                        continue
+                    size = tree_size(path)
+                    path.unlink(missing_ok=True)
             removed += 1
+            freed += size
+        if removed:
+            log.info("content.partials_removed", entries=removed, bytes=freed)
+        return removed, freed
+
+    def remove_temp_files(self) -> int:
+        """At start-up (no writer can exist): delete the temp files killed writers left (`.build-*`,
+        `.commit-*`, `.put-*`, an ingest's `meta.tmp`). Partial ingests stay for resuming."""
+        removed = freed = 0
+        for entry in os.scandir(self.ingest_dir):
+            path = Path(entry.path)
+            targets = [path] if not entry.is_dir(follow_symlinks=False) else [path / "meta.tmp"]
+            for target in targets:
+                with contextlib.suppress(FileNotFoundError):
+                    size = target.lstat().st_size
+                    target.unlink()
+                    removed += 1
+                    freed += size
+        if removed:
+            log.info("content.temp_files_removed", files=removed, bytes=freed)
         return removed
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files at or below `path` (vanishing entries count 0)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if not os.path.isdir(path) or os.path.islink(path):
+        return st.st_size
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _try_lock(data: Path) -> int | None:
@@ -266,28 +347,36 @@ class Ingest:
         self._meta = self._dir / "meta"
         self._hash = hashlib.new(algo)
         self._closed = False
-        self._dir.mkdir(exist_ok=True)
-        fd = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                raise Conflict(f"blob {digest} is already being written by another operation") from exc
-            raise
-        self._fh: IO[bytes] = os.fdopen(fd, "r+b", buffering=0)
+        with store.no_space(size):
+            self._dir.mkdir(exist_ok=True)
+            fd = os.open(self._data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    raise Conflict(f"blob {digest} is already being written by another operation") from exc
+                raise
+            self._fh: IO[bytes] = os.fdopen(fd, "r+b", buffering=0)
+            try:
+                self._open_partial(algo, size)
+            except BaseException:
+                self._close()  # no descriptor outlives a failed open
+                raise
+        if self.offset:
+            log.info("content.ingest_resumed", digest=digest, offset=self.offset, size=size)
+
+    def _open_partial(self, algo: str, size: int | None) -> None:
         meta = self._read_meta()
-        if meta.get("size") != size or meta.get("digest") != digest:
+        if meta.get("size") != size or meta.get("digest") != self.digest:
             self._fh.truncate(0)
-            self._write_meta({"digest": digest, "size": size, "started": time.time()})
+            self._write_meta({"digest": self.digest, "size": size, "started": time.time()})
         self.offset = self._rehash()
         if size is not None and self.offset > size:
             self._fh.truncate(0)
             self._hash = hashlib.new(algo)
             self.offset = 0
         self._fh.seek(self.offset)
-        if self.offset:
-            log.info("content.ingest_resumed", digest=digest, offset=self.offset, size=size)
 
     def _read_meta(self) -> dict[str, Any]:
         try:
@@ -318,10 +407,11 @@ class Ingest:
             self.discard()
             raise Integrity(f"blob {self.digest} is larger than its declared size {self.expected_size} bytes")
         view = memoryview(chunk)
-        while view:
-            written = self._fh.write(view)
-            assert written is not None
-            view = view[written:]
+        with self._store.no_space(self.expected_size):
+            while view:
+                written = self._fh.write(view)
+                assert written is not None
+                view = view[written:]
         self._hash.update(chunk)
         self.offset += n
 
@@ -337,11 +427,12 @@ class Ingest:
         if got != self.digest:
             self.discard()
             raise Integrity(f"blob digest mismatch: expected {self.digest}, got {got}")
-        os.fsync(self._fh.fileno())
         final = self._store._blob_path(self.digest)
-        os.chmod(self._data, 0o444)
-        os.replace(self._data, final)
-        fsync_dir(final.parent)
+        with self._store.no_space(self.expected_size):
+            os.fsync(self._fh.fileno())
+            os.chmod(self._data, 0o444)
+            os.replace(self._data, final)
+            fsync_dir(final.parent)
         self._close()
         shutil.rmtree(self._dir, ignore_errors=True)
         return final

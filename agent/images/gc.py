@@ -3,7 +3,10 @@
 Roots are the image records (`ImageStore.referenced_blobs` / `referenced_chain_ids`). Work that writes
 content before its record exists (pull, load, import) holds `GcLock.operation()` (shared, any number at
 once); collection holds `GcLock.exclusive()`, so it never sees the blobs of an in-flight operation as
-garbage. Partial ingests are not garbage (they make resumes possible) until they are a week old.
+garbage. Partial ingests are not garbage for an `rmi` (they make resumes possible) until they are a week
+old; `image prune` (`partials=True`) takes every partial and temp file no writer holds, at once: with the
+exclusive lock held no pull, send, load, import, build or commit is running, and an ingest's own flock (or
+a temp file's listing in the content store) still protects one that is.
 """
 
 from __future__ import annotations
@@ -64,10 +67,12 @@ class GcResult:
     blob_bytes: int = 0
     snapshots_removed: int = 0
     snapshot_bytes: int = 0
+    partials_removed: int = 0
+    partial_bytes: int = 0
 
     @property
     def reclaimed(self) -> int:
-        return self.blob_bytes + self.snapshot_bytes
+        return self.blob_bytes + self.snapshot_bytes + self.partial_bytes
 
 
 def collect(
@@ -76,8 +81,10 @@ def collect(
     snapshots: SnapshotStore,
     *,
     keep_chain_ids: frozenset[str] = frozenset(),
+    partials: bool = False,
 ) -> GcResult:
-    """Delete every blob and snapshot no record references (blocking; run under `GcLock.exclusive`)."""
+    """Delete every blob and snapshot no record references (blocking; run under `GcLock.exclusive`), and
+    partial ingests and temp files: all abandoned ones with `partials`, else those a week old."""
     blobs_keep = images.referenced_blobs()
     chains_keep = images.referenced_chain_ids() | keep_chain_ids
     blobs_removed = blob_bytes = 0
@@ -98,14 +105,16 @@ def collect(
         snapshots.remove(snap.chain_id)
         snaps_removed += 1
         snap_bytes += snap.size
-    content.remove_stale_ingests(STALE_INGEST_SECONDS)
-    result = GcResult(blobs_removed, blob_bytes, snaps_removed, snap_bytes)
-    if blobs_removed or snaps_removed:
+    partials_removed, partial_bytes = content.remove_partials(0.0 if partials else STALE_INGEST_SECONDS)
+    result = GcResult(blobs_removed, blob_bytes, snaps_removed, snap_bytes, partials_removed, partial_bytes)
+    if blobs_removed or snaps_removed or partials_removed:
         log.info(
             "images.gc",
             blobs=blobs_removed,
             blob_bytes=blob_bytes,
             snapshots=snaps_removed,
             snapshot_bytes=snap_bytes,
+            partials=partials_removed,
+            partial_bytes=partial_bytes,
         )
     return result

@@ -209,7 +209,13 @@ class _PullJob(ThreadedJob[PullEvent]):
         await self._parallel(calls, self.options.concurrency, "layer")
 
     def _layer(self, repo: Repository, layer: Descriptor, chain: str, diff_id: str, unpack: bool) -> None:
-        """One layer, in a worker thread."""
+        """One layer, in a worker thread; a full disk (blob or snapshot) is NoSpace, needs its size."""
+        with self.images.content.no_space(layer.size):
+            self._fetch_layer(repo, layer, chain, diff_id, unpack)
+
+    def _fetch_layer(
+        self, repo: Repository, layer: Descriptor, chain: str, diff_id: str, unpack: bool
+    ) -> None:
         content, snapshots = self.images.content, self.images.snapshots
         if content.has(layer.digest):
             if snapshots.has(chain):

@@ -221,10 +221,11 @@ class BlobTransfer:
                 data = _skipping(chunks, ingest.offset - offset)
                 first = await anext(data, b"")
                 compression = _layer_compression(first) if start == 0 else None
-                received = await read_in_thread(
-                    _prepended(first, data),
-                    lambda reader: self._receive(reader, ingest, size, compression),
-                )
+                with self._content.no_space(size):  # the blob's or its unpacked layer's writes
+                    received = await read_in_thread(
+                        _prepended(first, data),
+                        lambda reader: self._receive(reader, ingest, size, compression),
+                    )
             finally:
                 done = ingest.offset - start
                 ingest.close()
