@@ -41,6 +41,7 @@ from agent.images.manager import ImageManager
 from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
+from agent.server import status
 from agent.server.build import BuildServicer
 from agent.server.containers import ContainersServicer
 from agent.server.events import EventsServicer
@@ -273,6 +274,7 @@ class Agent:
             self._lock.release()
 
     async def _serve(self) -> None:
+        status.report_space_on(self.config.data_root)
         components = Components.build(self.config)
         self.components = components
         server = grpc.aio.server(

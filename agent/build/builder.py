@@ -22,8 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import secrets
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,9 +60,6 @@ PLATFORM_ARGS = (
     "BUILDARCH",
     "BUILDVARIANT",
 )
-# BuildKit's entitlements a build may be granted with `--allow`; only host networking exists here.
-NETWORK_HOST = "network.host"
-ENTITLEMENTS = frozenset({NETWORK_HOST})
 
 
 # ---- options and progress --------------------------------------------------------------------------------
@@ -80,7 +76,6 @@ class BuildOptions:
     platform: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     registry_auth: Mapping[str, Credentials] = field(default_factory=dict)  # registry host → login
-    allow: frozenset[str] = frozenset()  # granted entitlements (`--allow network.host`)
 
 
 @dataclass(frozen=True)
@@ -137,19 +132,6 @@ def describe(instr: ins.Instruction) -> dict[str, Any]:
     for key in ("line", "text", "escape", "filename"):
         data.pop(key, None)
     return {"keyword": instr.keyword, **data}
-
-
-def check_entitlements(instr: ins.Instruction, allow: Set[str]) -> None:
-    """BuildKit's rule: a step that leaves the build's sandbox needs the entitlement granted explicitly.
-
-    `RUN --network=host` shares the agent host's network namespace: it reaches services listening on the
-    host's loopback (a registry, a database, the cloud metadata endpoint) that nothing else in a build can.
-    """
-    if isinstance(instr, ins.Run) and instr.network == "host" and NETWORK_HOST not in allow:
-        raise instr.error(
-            f"RUN --network=host needs `dockyard build --allow {NETWORK_HOST}` "
-            "(it would reach the agent host's own network and loopback services)"
-        )
 
 
 def platform_args(target: Platform, build: Platform) -> dict[str, str]:
@@ -303,9 +285,6 @@ class Builder:
         else:
             target = self.dockerfile.stages[-1]
         stages = self._needed(target, global_env)
-        for stage in stages:  # refused before anything is pulled or run (ONBUILD triggers: in `_run`)
-            for instr in stage.instructions:
-                check_entitlements(instr, self.options.allow)
         self.total = sum(1 + len(s.instructions) for s in stages)
         self.empty_dir.mkdir(parents=True, exist_ok=True)
         for stage in stages:
@@ -455,7 +434,6 @@ class Builder:
         ctx.key = entry.key
 
     async def _run(self, ctx: _StageCtx, instr: ins.Run, number: int) -> None:
-        check_entitlements(instr, self.options.allow)
         state = ctx.state
         argv = instr.command.argv(state.shell)
         env = state.env
@@ -658,17 +636,13 @@ class Builder:
         StepRunner.drop_stubs(upper, stubs, lowerdirs)
         strip_overlay_metadata(upper)
         content = self.images.content
-        tmp = content.ingest_dir / f".build-{secrets.token_hex(8)}"
-        try:
-            with open(tmp, "wb") as out:
-                info = write_layer(upper, out, level=self.layer_level)
-                out.flush()
-                os.fsync(out.fileno())
+        with content.temp_file("build") as (tmp, out):  # closed and removed however this ends
+            info = write_layer(upper, out, level=self.layer_level)
+            out.flush()
+            os.fsync(out.fileno())
             if info.empty:
                 return None
             content.adopt(tmp, info.digest)
-        finally:
-            tmp.unlink(missing_ok=True)
         chain = chain_ids([*parent_diff_ids, info.diff_id])[-1]
         snapshots = self.images.snapshots
         if not snapshots.has(chain):

@@ -499,10 +499,10 @@ def stage_rootfs(src: BinaryIO, work: Path, content: ContentStore) -> ImportedLa
     size = 0
     replay = _Replay(head, src)
     if kind in ("", "gzip", "zstd"):
-        tee = _Tee(replay, blob_hash, path)
-        stream = LayerStream(tee, kind)  # type: ignore[arg-type]
-        stream.drain()
-        tee.finish()
+        with _Tee(replay, blob_hash, path) as tee:  # closes the blob file on every path
+            stream = LayerStream(tee, kind)  # type: ignore[arg-type]
+            stream.drain()
+            tee.finish()
         size = path.stat().st_size
         diff_id = stream.diff_id
         digest = f"sha256:{blob_hash.hexdigest()}"
@@ -567,6 +567,11 @@ class _Tee(io.RawIOBase):
         self._out.flush()
         os.fsync(self._out.fileno())
         self._out.close()
+
+    def close(self) -> None:
+        """Close the blob file too: after a failure (a full disk) no descriptor of it may stay open."""
+        self._out.close()
+        super().close()
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(b))

@@ -37,7 +37,7 @@ from agent.errors import AgentError, FailedPrecondition, Integrity, InvalidArgum
 from agent.images import archive, gc
 from agent.images import pull as pull_mod
 from agent.images import push as push_mod
-from agent.images.content import ContentStore
+from agent.images.content import ContentStore, tree_size
 from agent.images.reference import Reference
 from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
@@ -100,7 +100,7 @@ class ImageManager:
         unpack_parallelism: int = 4,
     ) -> None:
         self.data_root = data_root
-        self.content = ContentStore(data_root / "content")
+        self.content = ContentStore(data_root / "content", space_root=data_root)
         self.snapshots = SnapshotStore(data_root / "snapshots", db, durable=durable)
         self.store = ImageStore(db)
         self.tmp_dir = data_root / "tmp" / "images"
@@ -115,13 +115,22 @@ class ImageManager:
         await asyncio.to_thread(self._start)
 
     def _start(self) -> None:
+        """Nothing can be writing yet: what killed loads, imports, builds and commits left is garbage."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.content.remove_temp_files()
         self.snapshots.reconcile()
 
     def operation(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while writing content whose image record does not exist yet (keeps GC away)."""
         return self.gc_lock.operation()
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """`operation()` for work that stages and stores content, with a full disk reported as NoSpace."""
+        async with self.operation():
+            with self.content.no_space():
+                yield
 
     def count(self) -> int:
         return len(self.store.records())
@@ -203,7 +212,7 @@ class ImageManager:
             return
         tmp = self.snapshots.prepare(chain_id)
         try:
-            with self.content.open(layer.digest) as blob:
+            with self.content.open(layer.digest) as blob, self.content.no_space(layer.size):
                 got, tar_size, written = unpack_blob(blob, layer.media_type, tmp)
             if got != diff_id:
                 raise Integrity(
@@ -298,7 +307,8 @@ class ImageManager:
         return RemoveResult(untagged=tuple(untagged), deleted=(record.digest,), reclaimed=result.reclaimed)
 
     async def prune(self, *, all_unused: bool = False) -> PruneResult:
-        """Delete dangling images (or, with `all_unused`, every image no container uses) and their data."""
+        """Delete dangling images (or, with `all_unused`, every image no container uses) and their data,
+        and every abandoned partial download or temp file (an ongoing one is never touched)."""
         used = self.in_use()
         deleted: list[str] = []
         untagged: list[str] = []
@@ -312,7 +322,7 @@ class ImageManager:
                 untagged.extend(names)
                 self.store.delete(record.digest)
                 deleted.append(record.digest)
-            result = await asyncio.to_thread(self._collect)
+            result = await asyncio.to_thread(self._collect, True)
         log.info("image.pruned", deleted=len(deleted), reclaimed=result.reclaimed)
         return PruneResult(deleted=tuple(deleted), untagged=tuple(untagged), reclaimed=result.reclaimed)
 
@@ -320,8 +330,8 @@ class ImageManager:
         async with self.gc_lock.exclusive():
             return await asyncio.to_thread(self._collect)
 
-    def _collect(self) -> gc.GcResult:
-        return gc.collect(self.store, self.content, self.snapshots)
+    def _collect(self, partials: bool = False) -> gc.GcResult:
+        return gc.collect(self.store, self.content, self.snapshots, partials=partials)
 
     # ---- archives --------------------------------------------------------------------------------------
 
@@ -374,7 +384,7 @@ class ImageManager:
         """`load -i`: docker-archive or OCI-archive bytes (maybe compressed) → registered images."""
         work = self.tmp_dir / f"load-{secrets.token_hex(8)}"
         try:
-            async with self.operation():
+            async with self._writing():
                 staged = await read_in_thread(
                     chunks, lambda r: archive.stage_archive(cast(BinaryIO, r), work)
                 )
@@ -407,7 +417,7 @@ class ImageManager:
         config_changes = archive.parse_changes(changes)
         work = self.tmp_dir / f"import-{secrets.token_hex(8)}"
         try:
-            async with self.operation():
+            async with self._writing():
                 layer: archive.ImportedLayer = await read_in_thread(
                     chunks, lambda r: archive.stage_rootfs(cast(BinaryIO, r), work, self.content)
                 )
@@ -437,7 +447,7 @@ class ImageManager:
             snapshots_size=sum(chain_sizes.values()),
             content_blobs=len(blobs),
             content_size=sum(_size_or_zero(self.content, d) for d in blobs),
-            ingest_size=sum(size for _, size, _ in self.content.ingests()),
+            ingest_size=self.content.partials_size() + tree_size(self.tmp_dir),
         )
 
     def list(self) -> list[ImageRecord]:

@@ -34,7 +34,7 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 import agent.log
-from agent.errors import InvalidArgument
+from agent.errors import NO_SPACE_ERRNOS, InvalidArgument
 
 log = agent.log.get(__name__)
 
@@ -200,6 +200,8 @@ class LayerStream(io.RawIOBase):
         try:
             data = self._src.read(_CHUNK if n is None or n < 0 else n)
         except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+                raise  # a full disk where the source tees the bytes to, not corrupt data
             raise InvalidArgument(f"corrupt {self.compression or 'tar'} layer data: {exc}") from exc
         self._hash.update(data)
         self.size += len(data)
@@ -357,7 +359,7 @@ def unpack_layer(tar_stream: BinaryIO, target: Path) -> int:
                 except UnsafeEntry:
                     raise
                 except (ValueError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
                         raise
                     raise UnsafeEntry(f"layer entry {member.name[:200]!r}: {exc}") from exc
             _set_dir_times(tree, dir_times)

@@ -20,7 +20,7 @@ import grpc
 import structlog
 
 from agent import errors, log
-from agent.server.status import code_for
+from agent.server.status import as_agent_error, code_for
 
 _log = log.get("agent.rpc")
 
@@ -52,6 +52,7 @@ class _Call:
         )
 
     async def fail(self, exc: BaseException) -> None:
+        exc = as_agent_error(exc)  # a full disk no adapter translated: RESOURCE_EXHAUSTED, not INTERNAL
         if isinstance(exc, errors.AgentError):
             self.code = code_for(exc)
             await self.context.abort(self.code, exc.message)
