@@ -118,10 +118,20 @@ class AgentClient:
         code = exc.code()
         details = exc.details() or code.name.lower()
         if code == grpc.StatusCode.UNAVAILABLE:
+            if self._connected():  # the agent answered: something it depends on (a registry) is unavailable
+                return AgentCallError(details, code.name, self.name)
             return ConnectError(await self._why_unreachable(details), self.name)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return AgentCallError(f"timed out waiting for the agent ({details})", code.name, self.name)
         return AgentCallError(details, code.name, self.name)
+
+    def _connected(self) -> bool:
+        """Whether the channel is up: then an UNAVAILABLE status came from the agent, not from the transport
+        (both look the same otherwise; only a failed connection is worth diagnosing)."""
+        channel = self._channel
+        return (
+            channel is not None and channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        )
 
     async def _why_unreachable(self, details: str) -> str:
         if self.target.kind == "unix":

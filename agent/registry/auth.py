@@ -90,6 +90,11 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     return out
 
 
+def _hostname(netloc: str) -> str | None:
+    """The host part of `host[:port]` (IPv6 brackets removed), lower-cased."""
+    return urlsplit(f"//{netloc}").hostname
+
+
 def repository_scope(repository: str, actions: str) -> str:
     return f"repository:{repository}:{actions}"
 
@@ -151,6 +156,14 @@ class Authenticator:
             return RegistryAuth(f"{self.host} requires a login: run `dockyard login {self.host}`")
         return RegistryAuth(f"{self.host} refused the credentials of user {self._credentials.username!r}")
 
+    def _plain_http_realm_allowed(self, realm_netloc: str) -> bool:
+        """Credentials may go to a plain-HTTP token server that is itself listed as insecure, or that runs
+        on the host of a registry we already talk plain HTTP to (the usual lab and CI setup, which docker,
+        podman and skopeo accept): the password would cross the same unencrypted path either way."""
+        if self._transport.is_insecure(realm_netloc):
+            return True
+        return self._transport.is_insecure(self.host) and _hostname(realm_netloc) == _hostname(self.host)
+
     def _fetch_token(
         self, challenge: Challenge, scopes: frozenset[str], cache_as: frozenset[str] | None = None
     ) -> str:
@@ -160,9 +173,10 @@ class Authenticator:
             raise RegistryAuth(f"{self.host} named an invalid token realm {realm!r}")
         headers: dict[str, str] = {"Accept": "application/json"}
         if self._credentials is not None:
-            if parts.scheme == "http" and not self._transport.is_insecure(parts.netloc):
+            if parts.scheme == "http" and not self._plain_http_realm_allowed(parts.netloc):
                 raise RegistryAuth(
-                    f"refusing to send credentials over plain HTTP to the token server {parts.netloc}"
+                    f"refusing to send credentials over plain HTTP to the token server {parts.netloc}: "
+                    f"list it with --insecure-registry {parts.netloc} if that is intended"
                 )
             headers["Authorization"] = self._credentials.basic()
         query: list[tuple[str, str]] = []

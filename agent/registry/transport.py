@@ -43,6 +43,8 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _POOL_LIMIT = 8
 _BLOCK = 256 * 1024  # bytes per send() of a streamed request body
 USER_AGENT = "dockyard-agent"
+# OpenSSL's reasons when the peer answers a ClientHello with something that is not TLS (an HTTP response).
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG"})
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"  # where docker.io's distribution API answers
 
@@ -265,6 +267,12 @@ class Transport:
                 ) from exc
             except ssl.SSLError as exc:
                 conn.close()
+                if exc.reason in _NOT_TLS_REASONS:
+                    raise Unavailable(
+                        f"registry {parts.netloc} does not speak TLS (plain HTTP?); if it is meant to, "
+                        f"add it with --insecure-registry {parts.netloc} (a dockyard-agent flag, or "
+                        "insecure_registries in its config)"
+                    ) from exc
                 raise Unavailable(f"TLS with {parts.netloc} failed: {_describe(exc)}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()

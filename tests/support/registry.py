@@ -2,7 +2,8 @@
 
 - `http`: plain HTTP, no auth (an "insecure registry" for the agent);
 - `tls`: HTTPS with a test CA and htpasswd (bcrypt) Basic auth;
-- `token`: HTTPS with Bearer-token auth from `TokenIssuer` (ES256 JWTs with an x5c chain to the test CA).
+- `token`: HTTPS with Bearer-token auth from `TokenIssuer` (ES256 JWTs with an x5c chain to the test CA);
+- `token-http`: the same over plain HTTP, registry and token server (a common lab and CI setup).
 
 Each gets a free port and a private storage directory; readiness is polled with a deadline; teardown is
 SIGTERM → wait → SIGKILL, and the registry's log is printed when it fails to start.
@@ -23,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from controller import pki
 from tests.support.token_issuer import ISSUER, SERVICE, TokenIssuer
@@ -72,7 +74,7 @@ class RegistryServer:
 
     @property
     def scheme(self) -> str:
-        return "http" if self.flavour == "http" else "https"
+        return "http" if self.flavour in ("http", "token-http") else "https"
 
     @property
     def storage(self) -> Path:
@@ -206,7 +208,7 @@ def _config(server: RegistryServer) -> str:
             lines += ["    clientcas:", f"      - {server.ca_pem}"]
     if server.flavour == "tls":
         lines += ["auth:", "  htpasswd:", "    realm: dockyard-test", f"    path: {server.root / 'htpasswd'}"]
-    if server.flavour == "token":
+    if server.flavour in ("token", "token-http"):
         assert server.issuer is not None
         lines += [
             "auth:",
@@ -220,10 +222,15 @@ def _config(server: RegistryServer) -> str:
 
 
 def start_registry(
-    root: Path, flavour: str = "http", *, anonymous_pull: bool = False, client_certs: bool = False
+    root: Path,
+    flavour: str = "http",
+    *,
+    anonymous_pull: bool = False,
+    client_certs: bool = False,
+    realm_host: str = "127.0.0.1",
 ) -> RegistryServer:
     """Start one registry under `root` and wait until it answers /v2/ (401 counts as up)."""
-    if flavour not in ("http", "tls", "token"):
+    if flavour not in ("http", "tls", "token", "token-http"):
         raise ValueError(flavour)
     root.mkdir(parents=True, exist_ok=True)
     server = RegistryServer(flavour, root, free_port(), client_certs=client_certs)
@@ -240,10 +247,15 @@ def start_registry(
         server.users = {USER: PASSWORD}
     if flavour == "tls":
         (root / "htpasswd").write_text(f"{USER}:{bcrypt_hash(PASSWORD)}\n")
-    if flavour == "token":
+    if flavour in ("token", "token-http"):
         assert server.ca is not None
         server.issuer = TokenIssuer(
-            server.ca, root / "issuer", dict(server.users), anonymous_pull=anonymous_pull
+            server.ca,
+            root / "issuer",
+            dict(server.users),
+            anonymous_pull=anonymous_pull,
+            tls=flavour == "token",
+            realm_host=realm_host,
         )
     config = root / "config.yml"
     config.write_text(_config(server))
@@ -286,7 +298,7 @@ def _wait_ready(server: RegistryServer, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def running_registry(root: Path, flavour: str = "http", **kwargs: bool) -> Iterator[RegistryServer]:
+def running_registry(root: Path, flavour: str = "http", **kwargs: Any) -> Iterator[RegistryServer]:
     server = start_registry(root, flavour, **kwargs)
     try:
         yield server

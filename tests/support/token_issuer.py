@@ -43,13 +43,18 @@ class TokenRequest:
 
 @dataclass
 class TokenIssuer:
-    """Serves GET /token over HTTPS on 127.0.0.1; `users` maps name → password."""
+    """Serves GET /token over HTTPS (plain HTTP with `tls=False`) on 127.0.0.1; `users` maps name → password.
+
+    `realm_host` is the name the realm URL gives for it (e.g. "localhost": another host than the registry's).
+    """
 
     ca: pki.CertificateAuthority
     workdir: Path
     users: dict[str, str]
     anonymous_pull: bool = False
     lifetime: int = 300
+    tls: bool = True
+    realm_host: str = "127.0.0.1"
     requests: list[TokenRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -76,18 +81,19 @@ class TokenIssuer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        if self.tls:
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.realm_host}:{self._server.server_address[1]}"
 
     @property
     def realm(self) -> str:
-        return f"https://{self.host}/token"
+        return f"{'https' if self.tls else 'http'}://{self.host}/token"
 
     def close(self) -> None:
         self._server.shutdown()
