@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +60,9 @@ PLATFORM_ARGS = (
     "BUILDARCH",
     "BUILDVARIANT",
 )
+# BuildKit's entitlements a build may be granted with `--allow`; only host networking exists here.
+NETWORK_HOST = "network.host"
+ENTITLEMENTS = frozenset({NETWORK_HOST})
 
 
 # ---- options and progress --------------------------------------------------------------------------------
@@ -76,6 +79,7 @@ class BuildOptions:
     platform: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     registry_auth: Mapping[str, Credentials] = field(default_factory=dict)  # registry host → login
+    allow: frozenset[str] = frozenset()  # granted entitlements (`--allow network.host`)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,19 @@ def describe(instr: ins.Instruction) -> dict[str, Any]:
     for key in ("line", "text", "escape", "filename"):
         data.pop(key, None)
     return {"keyword": instr.keyword, **data}
+
+
+def check_entitlements(instr: ins.Instruction, allow: Set[str]) -> None:
+    """BuildKit's rule: a step that leaves the build's sandbox needs the entitlement granted explicitly.
+
+    `RUN --network=host` shares the agent host's network namespace: it reaches services listening on the
+    host's loopback (a registry, a database, the cloud metadata endpoint) that nothing else in a build can.
+    """
+    if isinstance(instr, ins.Run) and instr.network == "host" and NETWORK_HOST not in allow:
+        raise instr.error(
+            f"RUN --network=host needs `dockyard build --allow {NETWORK_HOST}` "
+            "(it would reach the agent host's own network and loopback services)"
+        )
 
 
 def platform_args(target: Platform, build: Platform) -> dict[str, str]:
@@ -285,6 +302,9 @@ class Builder:
         else:
             target = self.dockerfile.stages[-1]
         stages = self._needed(target, global_env)
+        for stage in stages:  # refused before anything is pulled or run (ONBUILD triggers: in `_run`)
+            for instr in stage.instructions:
+                check_entitlements(instr, self.options.allow)
         self.total = sum(1 + len(s.instructions) for s in stages)
         self.empty_dir.mkdir(parents=True, exist_ok=True)
         for stage in stages:
@@ -434,6 +454,7 @@ class Builder:
         ctx.key = entry.key
 
     async def _run(self, ctx: _StageCtx, instr: ins.Run, number: int) -> None:
+        check_entitlements(instr, self.options.allow)
         state = ctx.state
         argv = instr.command.argv(state.shell)
         env = state.env

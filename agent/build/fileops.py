@@ -318,6 +318,24 @@ def is_archive(path: Path) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
+def _hard_link(
+    archive_name: str, member: tarfile.TarInfo, rootfs: Path, dest_rel: str, target: Path, copier: _Copier
+) -> None:
+    """A hard link of the archive: its target is a path of the archive itself, so it must stay inside the
+    destination (a `..` that climbs out is refused, as Docker does) and exist (extracted earlier)."""
+    link = f"{archive_name}: hard link {member.name} -> {member.linkname}"
+    norm = posixpath.normpath(member.linkname.lstrip("/") or ".")
+    if norm == ".." or norm.startswith("../"):
+        raise InvalidArgument(f"{link} points outside the archive's destination; refused")
+    source = resolve_in_root(rootfs, "/".join([dest_rel.rstrip("/"), norm]), follow_last=False)
+    if not os.path.lexists(source):
+        raise InvalidArgument(f"{link}: the target is not in the archive (or comes after the link)")
+    if os.path.isdir(source) and not os.path.islink(source):
+        raise InvalidArgument(f"{link}: the target is a directory")
+    copier._clear(target, is_dir=False)
+    os.link(source, target, follow_symlinks=False)
+
+
 def extract_archive(archive: Path, rootfs: Path, dest_rel: str, options: CopyOptions) -> None:
     """Unpack a local tar (any supported compression) into `dest_rel` inside the rootfs, like `tar -x`."""
     copier = _Copier(rootfs, CopyOptions(owner=options.owner, keep_owner=True, mode=options.mode))
@@ -354,10 +372,7 @@ def extract_archive(archive: Path, rootfs: Path, dest_rel: str, options: CopyOpt
                     copier._clear(target, is_dir=False)
                     os.symlink(member.linkname, target)
                 elif member.islnk():
-                    link_parts = [p for p in _split(member.linkname) if p != ".."]
-                    source = resolve_in_root(rootfs, "/".join([dest_rel.rstrip("/"), *link_parts]))
-                    copier._clear(target, is_dir=False)
-                    os.link(source, target, follow_symlinks=False)
+                    _hard_link(archive.name, member, rootfs, dest_rel, target, copier)
                 elif member.isfifo() or member.ischr() or member.isblk():
                     copier._clear(target, is_dir=False)
                     kind = (

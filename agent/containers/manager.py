@@ -406,8 +406,15 @@ class ContainerManager:
             return await self._start_locked(rec.id, pre_start=pre_start)
 
     async def _start_locked(
-        self, cid: str, *, pre_start: Callable[[], Awaitable[None]] | None = None, restarting: bool = False
+        self,
+        cid: str,
+        *,
+        pre_start: Callable[[], Awaitable[None]] | None = None,
+        restarting: bool = False,
+        delay: float = 0.0,
     ) -> ContainerRecord:
+        """Start a created or exited container; `delay` is the restart back-off that led to this run
+        (0 for a start the user asked for, which resets the back-off)."""
         rec = self.store.get(cid)
         if rec.status in ACTIVE:
             return rec
@@ -437,7 +444,7 @@ class ContainerManager:
         except AgentError as exc:
             await self._after_failed_start(rec, exc)
             raise
-        run = RunState(conmon_pid=launched.conmon_pid, started_ns=started_ns)
+        run = RunState(conmon_pid=launched.conmon_pid, started_ns=started_ns, delay=delay)
         self._runs[cid] = run
         rec = self.store.transition(
             cid,
@@ -449,6 +456,8 @@ class ContainerManager:
             error="",
             oom_killed=False,
             stopped_by_user=False if not restarting else rec.stopped_by_user,
+            paused_by="",
+            restart_delay=delay,
             health_status="starting" if opts.health is not None and not opts.health.disabled else "",
             health_failing_streak=0,
         )
@@ -546,10 +555,12 @@ class ContainerManager:
         if self._closing:
             again = False
         target = Status.RESTARTING if again else Status.EXITED
+        delay = restart.next_delay(run.delay, ran_for) if again else run.delay
         try:
             rec = self.store.transition(
                 cid,
                 target,
+                restart_delay=delay,
                 allowed_from=ACTIVE,
                 exit_code=code,
                 oom_killed=oom,
@@ -571,7 +582,6 @@ class ContainerManager:
         if opts.auto_remove:
             self._spawn(self._auto_remove(cid, run), f"containers.autoremove.{cid[:12]}")
         elif again:
-            delay = restart.next_delay(run.delay, ran_for)
             self._spawn(self._restart_later(cid, delay), f"containers.restart.{cid[:12]}")
             run.finished.set()
         else:
@@ -632,8 +642,9 @@ class ContainerManager:
         finally:
             run.finished.set()
 
-    async def _restart_later(self, cid: str, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _restart_later(self, cid: str, delay: float, *, wait: float | None = None) -> None:
+        """A policy restart after the back-off `delay` (or what is left of it: `wait`)."""
+        await asyncio.sleep(delay if wait is None else wait)
         async with self._lock(cid):
             try:
                 rec = self.store.get(cid)
@@ -643,13 +654,10 @@ class ContainerManager:
                 return
             self.store.update(cid, restart_count=rec.restart_count + 1)
             try:
-                await self._start_locked(cid, restarting=True)
+                await self._start_locked(cid, restarting=True, delay=delay)
             except AgentError as exc:
                 log.warning("container.restart_failed", id=cid, error=str(exc))
                 return
-            run = self._runs.get(cid)
-            if run is not None:
-                run.delay = delay
             self._event("restart", self.store.get(cid))
 
     # ---- stop / kill / restart / rm -------------------------------------------------------------------
@@ -712,12 +720,21 @@ class ContainerManager:
             self._event("kill", rec, signal=number)
             return rec
 
-    async def pause(self, ref: str) -> ContainerRecord:
+    async def pause(self, ref: str, *, by: str = "user") -> ContainerRecord:
+        """Freeze a running container. `by` ("user" or "commit") is recorded before the freeze, so that
+        a pause whose owner died with the agent (a commit) is undone at the next start (`_reconcile`)."""
         rec = self.find(ref)
         async with self._lock(rec.id):
             if self.store.get(rec.id).status is not Status.RUNNING:
                 raise FailedPrecondition(f"container {rec.name} is not running")
-            await self.runtime.pause(rec.id)
+            self.store.update(rec.id, paused_by=by)
+            try:
+                await self.runtime.pause(rec.id)
+            except BaseException:
+                with contextlib.suppress(AgentError):
+                    await self.runtime.resume(rec.id)  # a half-done freeze must not stay
+                self.store.update(rec.id, paused_by="")
+                raise
             rec = self.store.transition(rec.id, Status.PAUSED)
             self._event("pause", rec)
             return rec
@@ -728,9 +745,21 @@ class ContainerManager:
             if self.store.get(rec.id).status is not Status.PAUSED:
                 raise FailedPrecondition(f"container {rec.name} is not paused")
             await self.runtime.resume(rec.id)
-            rec = self.store.transition(rec.id, Status.RUNNING)
+            rec = self.store.transition(rec.id, Status.RUNNING, paused_by="")
             self._event("unpause", rec)
             return rec
+
+    async def _thaw_commit_pause(self, rec: ContainerRecord) -> None:
+        """At start-up: a commit froze this container and the agent died before it thawed it."""
+        state = await self._safe_state(rec.id)
+        if state is not None and state.status == "paused":
+            await self.runtime.resume(rec.id)
+        if rec.status is Status.PAUSED:
+            rec = self.store.transition(rec.id, Status.RUNNING, paused_by="")
+            self._event("unpause", rec)
+        else:
+            self.store.update(rec.id, paused_by="")
+        log.info("container.commit_pause_undone", id=rec.id)
 
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> str:
         rec = self.find(ref)
@@ -1196,10 +1225,15 @@ class ContainerManager:
             return
         if rec.status in ACTIVE:
             alive = rec.boot_id == self.boot_id and monitor.process_matches(rec.conmon_pid, cid)
-            run = RunState(conmon_pid=rec.conmon_pid, started_ns=_ns(rec.started_at))
+            run = RunState(conmon_pid=rec.conmon_pid, started_ns=_ns(rec.started_at), delay=rec.restart_delay)
             self._runs[cid] = run
             if alive:
                 log.info("container.adopted", id=cid, pid=rec.pid)
+                if rec.paused_by == "commit":
+                    try:
+                        await self._thaw_commit_pause(rec)
+                    except AgentError as exc:  # it still runs; a user can unpause it
+                        log.warning("container.commit_pause_not_undone", id=cid, error=str(exc))
                 self._spawn(self._watch(cid, run), f"containers.watch.{cid[:12]}")
                 opts = self.options(rec)
                 if opts.health is not None and not opts.health.disabled:
@@ -1237,9 +1271,14 @@ class ContainerManager:
             and rec.boot_id != self.boot_id
             and restart.restart_at_agent_start(self.options(rec).restart, rec.stopped_by_user, False)
         ):
-            if rec.status is Status.EXITED:
+            if rec.status is Status.RESTARTING:  # the back-off goes on where the last agent left it
+                delay = rec.restart_delay or restart.INITIAL_DELAY
+                since = (now() - rec.finished_at).total_seconds() if rec.finished_at else 0.0
+                wait = restart.remaining(delay, since)
+            else:  # the host restarted: an `always` container comes back at once
                 self.store.transition(cid, Status.RESTARTING)
-            self._spawn(self._restart_later(cid, restart.INITIAL_DELAY), f"containers.restart.{cid[:12]}")
+                delay = wait = restart.INITIAL_DELAY
+            self._spawn(self._restart_later(cid, delay, wait=wait), f"containers.restart.{cid[:12]}")
 
 
 def _ns(dt: datetime | None) -> int:

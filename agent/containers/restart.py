@@ -2,7 +2,8 @@
 
 Docker's rules: `no` never; `on-failure[:N]` on a non-zero exit, at most N times when N > 0; `always`
 and `unless-stopped` unless the user stopped it. The back-off starts at 100 ms and doubles per
-consecutive restart up to one minute; a run that lasted at least 10 s resets it.
+consecutive restart up to one minute; a run that lasted at least 10 s resets it. The manager stores the
+current back-off with the container, so it goes on across agent restarts instead of starting over.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def next_delay(previous: float, ran_for: float) -> float:
     if previous <= 0 or ran_for >= RESET_AFTER:
         return INITIAL_DELAY
     return min(previous * 2, MAX_DELAY)
+
+
+def remaining(delay: float, since_exit: float) -> float:
+    """What is left of a back-off `delay` once `since_exit` seconds passed since the exit (an agent that
+    was down meanwhile restarts at once, but the next back-off is still the doubled one)."""
+    return min(max(delay - max(since_exit, 0.0), 0.0), delay)
 
 
 def restart_at_agent_start(policy: RestartPolicy, stopped_by_user: bool, was_running: bool) -> bool:

@@ -10,6 +10,7 @@ import grpc
 
 from agent.api.v1 import build_pb2, build_pb2_grpc
 from agent.build.builder import (
+    ENTITLEMENTS,
     BuildEvent,
     BuildOptions,
     BuildResult,
@@ -35,6 +36,11 @@ def _options(message: build_pb2.BuildOptions) -> BuildOptions:
         normalize_name(tag)  # a bad -t fails before anything is uploaded or run
     if message.platform:
         Platform.parse(message.platform)
+    for name in message.allow:
+        if name not in ENTITLEMENTS:
+            raise InvalidArgument(
+                f"--allow {name}: unknown entitlement (this agent grants: {', '.join(sorted(ENTITLEMENTS))})"
+            )
     return BuildOptions(
         dockerfile=message.dockerfile,
         dockerfile_name=message.dockerfile_name or "Dockerfile",
@@ -49,6 +55,7 @@ def _options(message: build_pb2.BuildOptions) -> BuildOptions:
             for host, c in message.registry_auth.items()
             if c.username
         },
+        allow=frozenset(message.allow),
     )
 
 

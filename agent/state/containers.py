@@ -79,6 +79,12 @@ class ContainerRecord:
     labels: dict[str, str] = field(default_factory=dict)
     lowerdirs: list[str] = field(default_factory=list)  # the image's snapshot dirs, top-most first
     command: list[str] = field(default_factory=list)  # the process args after image defaults
+    # who froze the container: "user" (`pause`) or "commit"; written before the freeze, so an agent
+    # killed mid-commit thaws at its next start what only the commit froze
+    paused_by: str = ""
+    # the restart back-off (seconds) of the latest policy restart: kept so a crash-looping container
+    # goes on backing off across agent restarts
+    restart_delay: float = 0.0
 
 
 _JSON_FIELDS = {"options", "health_log", "labels", "lowerdirs", "command"}
@@ -110,10 +116,18 @@ CREATE TABLE IF NOT EXISTS containers_records (
     boot_id TEXT NOT NULL DEFAULT '',
     labels TEXT NOT NULL DEFAULT '{}',
     lowerdirs TEXT NOT NULL DEFAULT '[]',
-    command TEXT NOT NULL DEFAULT '[]'
+    command TEXT NOT NULL DEFAULT '[]',
+    paused_by TEXT NOT NULL DEFAULT '',
+    restart_delay REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_records_status ON containers_records(status);
 """
+
+# columns added after the first release (older databases get them at start-up)
+ADDED_COLUMNS = {
+    "paused_by": "TEXT NOT NULL DEFAULT ''",
+    "restart_delay": "REAL NOT NULL DEFAULT 0",
+}
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -154,6 +168,7 @@ class ContainerStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.ensure_schema(DDL)
+        db.ensure_columns("containers_records", ADDED_COLUMNS)
 
     def insert(self, record: ContainerRecord) -> None:
         cols = ", ".join(_COLUMNS)

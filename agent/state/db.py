@@ -33,6 +33,18 @@ class Database:
         with self._lock:
             self._conn.executescript("BEGIN;" + ddl + ";COMMIT;")
 
+    def ensure_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Add the columns (name → SQL declaration with a DEFAULT) an older database lacks.
+
+        Schema changes are additive only, so a database written by an older agent keeps working: its
+        rows get each new column's default.
+        """
+        with self.transaction() as conn:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Serialise writers; commit on success, roll back on any exception."""

@@ -176,7 +176,7 @@ class Committer:
         if self._containers.find(rec.id).status is not Status.RUNNING:
             return False
         try:
-            await self._containers.pause(rec.id)
+            await self._containers.pause(rec.id, by="commit")  # thawed at start-up if the agent dies
         except FailedPrecondition:
             return False  # it stopped meanwhile
         return True

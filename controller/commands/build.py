@@ -110,6 +110,13 @@ def _layer_line(layer: Any) -> str:
 @click.option("--no-cache", is_flag=True, help="run every step, ignoring the build cache")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="add a label to the image")
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="ENTITLEMENT",
+    help="grant the build an entitlement (repeatable); network.host lets RUN --network=host run",
+)
 @click.option("-q", "--quiet", is_flag=True, help="print only the image ID")
 @click.argument("context", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.pass_obj
@@ -122,6 +129,7 @@ def build(
     no_cache: bool,
     platform: str | None,
     labels: tuple[str, ...],
+    allow: tuple[str, ...],
     quiet: bool,
     context: Path,
 ) -> None:
@@ -148,6 +156,7 @@ def build(
         platform=platform or "",
         labels=_pairs(labels, "--label"),
         registry_auth=_registry_auth(app, _base_images(text, path.name, args)),
+        allow=sorted(set(allow)),
     )
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:

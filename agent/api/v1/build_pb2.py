@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from agent.api.v1 import images_pb2 as agent_dot_api_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gent/api/v1/build.proto\x12\x0c\x61gent.api.v1\x1a\x19\x61gent/api/v1/images.proto\"\xf2\x03\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\t\x12\x17\n\x0f\x64ockerfile_name\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12=\n\nbuild_args\x18\x04 \x03(\x0b\x32).agent.api.v1.BuildOptions.BuildArgsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08no_cache\x18\x06 \x01(\x08\x12\x10\n\x08platform\x18\x07 \x01(\t\x12\x36\n\x06labels\x18\x08 \x03(\x0b\x32&.agent.api.v1.BuildOptions.LabelsEntry\x12\x43\n\rregistry_auth\x18\t \x03(\x0b\x32,.agent.api.v1.BuildOptions.RegistryAuthEntry\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aV\n\x11RegistryAuthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.agent.api.v1.RegistryCredentials:\x02\x38\x01\"a\n\x0c\x42uildRequest\x12-\n\x07options\x18\x01 \x01(\x0b\x32\x1a.agent.api.v1.BuildOptionsH\x00\x12\x17\n\rcontext_chunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\tBuildStep\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x13\n\x0binstruction\x18\x03 \x01(\t\"\x1b\n\x0b\x42uildOutput\x12\x0c\n\x04line\x18\x01 \x01(\t\"\x1d\n\x0b\x42uildCached\x12\x0e\n\x06number\x18\x01 \x01(\x05\"=\n\nBuildLayer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x11\n\tdiff_size\x18\x03 \x01(\x03\"-\n\x0c\x42uildMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07warning\x18\x02 \x01(\x08\"\x7f\n\x0b\x42uildResult\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0e\n\x06layers\x18\x04 \x01(\x05\x12\x14\n\x0c\x63\x61\x63hed_steps\x18\x05 \x01(\x05\x12\x11\n\trun_steps\x18\x06 \x01(\x05\"\xa2\x02\n\rBuildResponse\x12\'\n\x04step\x18\x01 \x01(\x0b\x32\x17.agent.api.v1.BuildStepH\x00\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x19.agent.api.v1.BuildOutputH\x00\x12+\n\x06\x63\x61\x63hed\x18\x03 \x01(\x0b\x32\x19.agent.api.v1.BuildCachedH\x00\x12)\n\x05layer\x18\x04 \x01(\x0b\x32\x18.agent.api.v1.BuildLayerH\x00\x12-\n\x07message\x18\x05 \x01(\x0b\x32\x1a.agent.api.v1.BuildMessageH\x00\x12+\n\x06result\x18\x06 \x01(\x0b\x32\x19.agent.api.v1.BuildResultH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16PruneBuildCacheRequest\"2\n\x17PruneBuildCacheResponse\x12\x17\n\x0f\x65ntries_removed\x18\x01 \x01(\x05\x32\xad\x01\n\x05\x42uild\x12\x44\n\x05\x42uild\x12\x1a.agent.api.v1.BuildRequest\x1a\x1b.agent.api.v1.BuildResponse(\x01\x30\x01\x12^\n\x0fPruneBuildCache\x12$.agent.api.v1.PruneBuildCacheRequest\x1a%.agent.api.v1.PruneBuildCacheResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gent/api/v1/build.proto\x12\x0c\x61gent.api.v1\x1a\x19\x61gent/api/v1/images.proto\"\x81\x04\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\t\x12\x17\n\x0f\x64ockerfile_name\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12=\n\nbuild_args\x18\x04 \x03(\x0b\x32).agent.api.v1.BuildOptions.BuildArgsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08no_cache\x18\x06 \x01(\x08\x12\x10\n\x08platform\x18\x07 \x01(\t\x12\x36\n\x06labels\x18\x08 \x03(\x0b\x32&.agent.api.v1.BuildOptions.LabelsEntry\x12\x43\n\rregistry_auth\x18\t \x03(\x0b\x32,.agent.api.v1.BuildOptions.RegistryAuthEntry\x12\r\n\x05\x61llow\x18\n \x03(\t\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aV\n\x11RegistryAuthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.agent.api.v1.RegistryCredentials:\x02\x38\x01\"a\n\x0c\x42uildRequest\x12-\n\x07options\x18\x01 \x01(\x0b\x32\x1a.agent.api.v1.BuildOptionsH\x00\x12\x17\n\rcontext_chunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\tBuildStep\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x13\n\x0binstruction\x18\x03 \x01(\t\"\x1b\n\x0b\x42uildOutput\x12\x0c\n\x04line\x18\x01 \x01(\t\"\x1d\n\x0b\x42uildCached\x12\x0e\n\x06number\x18\x01 \x01(\x05\"=\n\nBuildLayer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x11\n\tdiff_size\x18\x03 \x01(\x03\"-\n\x0c\x42uildMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07warning\x18\x02 \x01(\x08\"\x7f\n\x0b\x42uildResult\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0e\n\x06layers\x18\x04 \x01(\x05\x12\x14\n\x0c\x63\x61\x63hed_steps\x18\x05 \x01(\x05\x12\x11\n\trun_steps\x18\x06 \x01(\x05\"\xa2\x02\n\rBuildResponse\x12\'\n\x04step\x18\x01 \x01(\x0b\x32\x17.agent.api.v1.BuildStepH\x00\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x19.agent.api.v1.BuildOutputH\x00\x12+\n\x06\x63\x61\x63hed\x18\x03 \x01(\x0b\x32\x19.agent.api.v1.BuildCachedH\x00\x12)\n\x05layer\x18\x04 \x01(\x0b\x32\x18.agent.api.v1.BuildLayerH\x00\x12-\n\x07message\x18\x05 \x01(\x0b\x32\x1a.agent.api.v1.BuildMessageH\x00\x12+\n\x06result\x18\x06 \x01(\x0b\x32\x19.agent.api.v1.BuildResultH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16PruneBuildCacheRequest\"2\n\x17PruneBuildCacheResponse\x12\x17\n\x0f\x65ntries_removed\x18\x01 \x01(\x05\x32\xad\x01\n\x05\x42uild\x12\x44\n\x05\x42uild\x12\x1a.agent.api.v1.BuildRequest\x1a\x1b.agent.api.v1.BuildResponse(\x01\x30\x01\x12^\n\x0fPruneBuildCache\x12$.agent.api.v1.PruneBuildCacheRequest\x1a%.agent.api.v1.PruneBuildCacheResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._loaded_options = None
   _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._serialized_options = b'8\001'
   _globals['_BUILDOPTIONS']._serialized_start=70
-  _globals['_BUILDOPTIONS']._serialized_end=568
-  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_start=385
-  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_end=433
-  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_start=435
-  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_end=480
-  _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._serialized_start=482
-  _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._serialized_end=568
-  _globals['_BUILDREQUEST']._serialized_start=570
-  _globals['_BUILDREQUEST']._serialized_end=667
-  _globals['_BUILDSTEP']._serialized_start=669
-  _globals['_BUILDSTEP']._serialized_end=732
-  _globals['_BUILDOUTPUT']._serialized_start=734
-  _globals['_BUILDOUTPUT']._serialized_end=761
-  _globals['_BUILDCACHED']._serialized_start=763
-  _globals['_BUILDCACHED']._serialized_end=792
-  _globals['_BUILDLAYER']._serialized_start=794
-  _globals['_BUILDLAYER']._serialized_end=855
-  _globals['_BUILDMESSAGE']._serialized_start=857
-  _globals['_BUILDMESSAGE']._serialized_end=902
-  _globals['_BUILDRESULT']._serialized_start=904
-  _globals['_BUILDRESULT']._serialized_end=1031
-  _globals['_BUILDRESPONSE']._serialized_start=1034
-  _globals['_BUILDRESPONSE']._serialized_end=1324
-  _globals['_PRUNEBUILDCACHEREQUEST']._serialized_start=1326
-  _globals['_PRUNEBUILDCACHEREQUEST']._serialized_end=1350
-  _globals['_PRUNEBUILDCACHERESPONSE']._serialized_start=1352
-  _globals['_PRUNEBUILDCACHERESPONSE']._serialized_end=1402
-  _globals['_BUILD']._serialized_start=1405
-  _globals['_BUILD']._serialized_end=1578
+  _globals['_BUILDOPTIONS']._serialized_end=583
+  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_start=400
+  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_end=448
+  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_start=450
+  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_end=495
+  _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._serialized_start=497
+  _globals['_BUILDOPTIONS_REGISTRYAUTHENTRY']._serialized_end=583
+  _globals['_BUILDREQUEST']._serialized_start=585
+  _globals['_BUILDREQUEST']._serialized_end=682
+  _globals['_BUILDSTEP']._serialized_start=684
+  _globals['_BUILDSTEP']._serialized_end=747
+  _globals['_BUILDOUTPUT']._serialized_start=749
+  _globals['_BUILDOUTPUT']._serialized_end=776
+  _globals['_BUILDCACHED']._serialized_start=778
+  _globals['_BUILDCACHED']._serialized_end=807
+  _globals['_BUILDLAYER']._serialized_start=809
+  _globals['_BUILDLAYER']._serialized_end=870
+  _globals['_BUILDMESSAGE']._serialized_start=872
+  _globals['_BUILDMESSAGE']._serialized_end=917
+  _globals['_BUILDRESULT']._serialized_start=919
+  _globals['_BUILDRESULT']._serialized_end=1046
+  _globals['_BUILDRESPONSE']._serialized_start=1049
+  _globals['_BUILDRESPONSE']._serialized_end=1339
+  _globals['_PRUNEBUILDCACHEREQUEST']._serialized_start=1341
+  _globals['_PRUNEBUILDCACHEREQUEST']._serialized_end=1365
+  _globals['_PRUNEBUILDCACHERESPONSE']._serialized_start=1367
+  _globals['_PRUNEBUILDCACHERESPONSE']._serialized_end=1417
+  _globals['_BUILD']._serialized_start=1420
+  _globals['_BUILD']._serialized_end=1593
 # @@protoc_insertion_point(module_scope)

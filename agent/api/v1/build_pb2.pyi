@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BuildOptions(_message.Message):
-    __slots__ = ("dockerfile", "dockerfile_name", "tags", "build_args", "target", "no_cache", "platform", "labels", "registry_auth")
+    __slots__ = ("dockerfile", "dockerfile_name", "tags", "build_args", "target", "no_cache", "platform", "labels", "registry_auth", "allow")
     class BuildArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class BuildOptions(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
     dockerfile: str
     dockerfile_name: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -48,7 +49,8 @@ class BuildOptions(_message.Message):
     platform: str
     labels: _containers.ScalarMap[str, str]
     registry_auth: _containers.MessageMap[str, _images_pb2.RegistryCredentials]
-    def __init__(self, dockerfile: _Optional[str] = ..., dockerfile_name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., build_args: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., no_cache: _Optional[bool] = ..., platform: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Mapping[str, _images_pb2.RegistryCredentials]] = ...) -> None: ...
+    allow: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dockerfile: _Optional[str] = ..., dockerfile_name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., build_args: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., no_cache: _Optional[bool] = ..., platform: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., registry_auth: _Optional[_Mapping[str, _images_pb2.RegistryCredentials]] = ..., allow: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BuildRequest(_message.Message):
     __slots__ = ("options", "context_chunk")

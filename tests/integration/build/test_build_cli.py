@@ -114,7 +114,7 @@ def test_every_instruction_builds_and_the_image_behaves(
         bcli(
             "build", "-t", "every:1", "-t", "every:latest",
             "--build-arg", "FROM_CLI=given", "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128",
-            "--label", "org.example.cli=yes", str(ctx),
+            "--label", "org.example.cli=yes", "--allow", "network.host", str(ctx),
         )
     )  # fmt: skip
     out = result.stdout
