@@ -161,6 +161,7 @@ class PlannedImage:
     names: tuple[str, ...]
     manifest_digest: str
     index_digest: str | None = None
+    dropped: tuple[str, ...] = ()  # one line per name the archive gave that is not a valid reference
 
 
 def plan_archive(staged: StagedArchive, content: ContentStore) -> list[PlannedImage]:
@@ -183,17 +184,32 @@ def _adopt(content: ContentStore, f: StagedFile) -> None:
         content.adopt(f.path, f.digest)
 
 
-def _names_from(tags: object) -> list[str]:
-    out = []
-    if isinstance(tags, list):
-        for tag in tags:
-            if not isinstance(tag, str):
-                continue
-            try:
-                out.append(str(Reference.parse(tag)))
-            except InvalidArgument:
-                log.warning("archive.bad_repo_tag", tag=tag[:200])
-    return out
+def _dropped(what: str, reason: str) -> str:
+    """Log a name the archive gave that cannot be used; the line the user is shown."""
+    log.warning("archive.name_dropped", where=what, reason=reason[:400])
+    return f"{what}: {reason[:400]}; name dropped"
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value)[:200]
+
+
+def _names_from(tags: object, entry: int) -> tuple[list[str], list[str]]:
+    """(valid RepoTags normalized, one message per dropped one): a bad name costs its tag, not the load."""
+    out: list[str] = []
+    dropped: list[str] = []
+    what = f"manifest.json entry {entry} RepoTags"
+    if tags is not None and not isinstance(tags, list):
+        return out, [_dropped(what, f"{_shown(tags)} is not a list of names")]
+    for tag in tags or []:
+        if not isinstance(tag, str):
+            dropped.append(_dropped(what, f"{_shown(tag)} is not a string"))
+            continue
+        try:
+            out.append(str(Reference.parse(tag)))
+        except InvalidArgument as exc:
+            dropped.append(_dropped(what, str(exc)))
+    return out, dropped
 
 
 def _plan_docker(staged: StagedArchive, content: ContentStore) -> list[PlannedImage]:
@@ -249,7 +265,8 @@ def _plan_docker(staged: StagedArchive, content: ContentStore) -> list[PlannedIm
             "layers": layers,
         }
         manifest_digest = content.put_bytes(json.dumps(manifest, separators=(",", ":")).encode())
-        planned.append(PlannedImage(tuple(_names_from(entry.get("RepoTags"))), manifest_digest))
+        names, dropped = _names_from(entry.get("RepoTags"), i)
+        planned.append(PlannedImage(tuple(names), manifest_digest, dropped=tuple(dropped)))
     return planned
 
 
@@ -266,7 +283,7 @@ def _blob(staged: StagedArchive, content: ContentStore, digest: str, size: int |
     return f
 
 
-def _oci_name(annotations: object) -> list[str]:
+def _oci_name(annotations: object, dropped: list[str]) -> list[str]:
     if not isinstance(annotations, dict):
         return []
     for key in (CONTAINERD_NAME, OCI_REF_NAME):
@@ -277,8 +294,8 @@ def _oci_name(annotations: object) -> list[str]:
             continue  # a bare tag ("latest") names no repository
         try:
             return [str(Reference.parse(value))]
-        except InvalidArgument:
-            log.warning("archive.bad_ref_name", name=value[:200])
+        except InvalidArgument as exc:
+            dropped.append(_dropped(f"index.json annotation {key}", str(exc)))
     return []
 
 
@@ -290,6 +307,7 @@ def _plan_oci(staged: StagedArchive, content: ContentStore) -> list[PlannedImage
         raise InvalidArgument(str(exc)) from exc
     annotations = [m.get("annotations") for m in json.loads(index_raw).get("manifests", [])]
     by_digest: dict[tuple[str, str | None], list[str]] = {}
+    dropped: dict[tuple[str, str | None], list[str]] = {}
     order: list[tuple[str, str | None]] = []
     host = platform.host()
     for desc, ann in zip(index.manifests, annotations, strict=True):
@@ -319,11 +337,12 @@ def _plan_oci(staged: StagedArchive, content: ContentStore) -> list[PlannedImage
         key = (manifest_digest, index_digest)
         if key not in by_digest:
             by_digest[key] = []
+            dropped[key] = []
             order.append(key)
-        for name in _oci_name(ann):
+        for name in _oci_name(ann, dropped[key]):
             if name not in by_digest[key]:
                 by_digest[key].append(name)
-    return [PlannedImage(tuple(by_digest[k]), k[0], k[1]) for k in order]
+    return [PlannedImage(tuple(by_digest[k]), k[0], k[1], tuple(dropped[k])) for k in order]
 
 
 # ---- writing ---------------------------------------------------------------------------------------

@@ -380,8 +380,13 @@ class ImageManager:
                     yield chunk
         log.info("image.saved", images=[i.record.digest for i in items], format=fmt)
 
-    async def load(self, chunks: AsyncIterable[bytes]) -> list[ImageRecord]:
-        """`load -i`: docker-archive or OCI-archive bytes (maybe compressed) → registered images."""
+    async def load(
+        self, chunks: AsyncIterable[bytes], warn: Callable[[str], None] | None = None
+    ) -> list[ImageRecord]:
+        """`load -i`: docker-archive or OCI-archive bytes (maybe compressed) → registered images.
+
+        Names in the archive that are not valid references are dropped, each reported through `warn`.
+        """
         work = self.tmp_dir / f"load-{secrets.token_hex(8)}"
         try:
             async with self._writing():
@@ -393,6 +398,9 @@ class ImageManager:
                     raise InvalidArgument("the archive contains no images")
                 records = []
                 for item in planned:
+                    for line in item.dropped:
+                        if warn is not None:
+                            warn(line)
                     first = item.names[0] if item.names else ""
                     record = await self.register(first, item.manifest_digest, index_digest=item.index_digest)
                     for extra in item.names[1:]:

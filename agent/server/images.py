@@ -151,8 +151,9 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
             async for message in request_iterator:
                 yield message.chunk
 
-        records = await self._images.load(chunks())
-        return images_pb2.LoadImagesResponse(images=[self._message(r) for r in records])
+        warnings: list[str] = []
+        records = await self._images.load(chunks(), warnings.append)
+        return images_pb2.LoadImagesResponse(images=[self._message(r) for r in records], warnings=warnings)
 
     async def Import(
         self,

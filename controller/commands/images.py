@@ -437,6 +437,8 @@ def _load(app: App, input_file: str | None, quiet: bool) -> None:
                 yield images_pb2.LoadImagesRequest(chunk=chunk)
 
         r = await _client_stream(client, _stub(client).Load, requests())
+        for warning in r.warnings:
+            out.line(f"warning: {warning}", err=True)
         return [_image_dict(i) for i in r.images]
 
     def text(loaded: list[dict[str, Any]]) -> str:

@@ -301,10 +301,12 @@ class LoadImagesRequest(_message.Message):
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
 
 class LoadImagesResponse(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "warnings")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImportImageRequest(_message.Message):
     __slots__ = ("reference", "changes", "message", "chunk")
