@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import posixpath
-import secrets
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,18 +189,14 @@ class Committer:
             spec = {}
         stubs = mount_stubs(paths.upper, spec, [Path(d) for d in rec.lowerdirs])
         content = self._images.content
-        tmp = content.ingest_dir / f".commit-{secrets.token_hex(8)}"
-        try:
-            with open(tmp, "wb") as out:
-                try:
-                    info = write_layer(paths.upper, out, exclude=stubs)
-                except FileNotFoundError as exc:
-                    raise Conflict("the container was removed while it was being committed") from exc
-                out.flush()
-                os.fsync(out.fileno())
+        with content.temp_file("commit") as (tmp, out):  # closed and removed however this ends
+            try:
+                info = write_layer(paths.upper, out, exclude=stubs)
+            except FileNotFoundError as exc:
+                raise Conflict("the container was removed while it was being committed") from exc
+            out.flush()
+            os.fsync(out.fileno())
             content.adopt(tmp, info.digest)
-        finally:
-            tmp.unlink(missing_ok=True)
         return info
 
 
