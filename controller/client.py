@@ -114,6 +114,20 @@ class AgentClient:
         finally:
             call.cancel()
 
+    async def pages(self, stream_method: Any, unary_method: Any, request: Any) -> AsyncIterator[Any]:
+        """The pages of a list: the `ListStream` RPC, or the unary `List` from an agent without it.
+
+        A stream of pages cannot grow past a message limit, however many or large the records are."""
+        started = False
+        try:
+            async for page in self.stream(stream_method, request):
+                started = True
+                yield page
+        except AgentCallError as exc:
+            if started or exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
+                raise
+            yield await self.call(unary_method, request, timeout=None)
+
     async def translate(self, exc: grpc.aio.AioRpcError) -> ControllerError:
         code = exc.code()
         details = exc.details() or code.name.lower()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import limits
 from agent.build.expand import SubstitutionError, process_word, split_words
 from agent.build.instructions import (
     DEFAULT_ESCAPE,
@@ -216,6 +217,10 @@ class _Parser:
 
     def instruction(self, logical: _Logical) -> Instruction:
         line = logical.line
+        size = len(logical.text.encode("utf-8", "surrogatepass"))
+        if size > limits.DOCKERFILE_LINE_BYTES:
+            bound = limits.human(limits.DOCKERFILE_LINE_BYTES)
+            raise self.err(f"the instruction is {size} bytes, over the limit of {bound}", line)
         keyword, rest = _head(logical.text)
         keyword = keyword.upper()
         parse = _PARSERS.get(keyword)

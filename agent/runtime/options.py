@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from agent.errors import InvalidArgument
+from agent.limits import INT32_MAX, INT64_MAX, UINT64_MAX, check_name_length
 
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 CONTAINER_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -150,7 +151,13 @@ def parse_size(value: str, flag: str) -> int:
     m = _SIZE_RE.match(value.strip())
     if not m:
         raise InvalidArgument(f"invalid {flag} value {value!r}: expected a size such as 512m or 1g")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    whole, _, frac = m.group(1).partition(".")
+    unit = _UNITS[m.group(2).lower()]
+    frac = frac[:18]  # below a byte even in PiB; also keeps int() far from its digit limit
+    size = -1 if len(whole) > 30 else int(whole) * unit + int(frac or 0) * unit // 10 ** len(frac)
+    if not 0 <= size <= INT64_MAX:  # the OCI spec's fields are int64; runc would fail on the JSON
+        raise InvalidArgument(f"invalid {flag} value {value!r}: out of range (max {INT64_MAX} bytes)")
+    return size
 
 
 def parse_memory(value: str) -> int:
@@ -193,6 +200,8 @@ def parse_ulimit(value: str) -> Ulimit:
     hard = (1 << 64) - 1 if hard == -1 else hard
     if soft < 0 or hard < 0:
         raise InvalidArgument(f"invalid --ulimit {value!r}: limits must not be negative")
+    if max(soft, hard) > UINT64_MAX:
+        raise InvalidArgument(f"invalid --ulimit {value!r}: out of range (max {UINT64_MAX} or -1)")
     if soft > hard:
         raise InvalidArgument(f"invalid --ulimit {value!r}: soft limit {soft} is above hard limit {hard}")
     return Ulimit(name, soft, hard)
@@ -208,8 +217,10 @@ def parse_restart(value: str) -> RestartPolicy:
         ) from None
     if count and mode is not RestartMode.ON_FAILURE:
         raise InvalidArgument(f"invalid --restart {value!r}: only on-failure takes a retry count")
-    if count and (not count.isdigit() or int(count) < 0):
+    if count and not count.isdigit():
         raise InvalidArgument(f"invalid --restart {value!r}: the retry count must be a positive integer")
+    if count and (len(count) > 10 or int(count) > INT32_MAX):
+        raise InvalidArgument(f"invalid --restart {value!r}: out of range (max {INT32_MAX})")
     return RestartPolicy(mode, int(count) if count else 0)
 
 
@@ -297,6 +308,7 @@ def parse_volume(value: str) -> MountSpec:
     target = _clean_target(target, "-v", value)
     if source.startswith("/"):
         return MountSpec(MountType.BIND, target, posixpath.normpath(source), read_only, propagation)
+    check_name_length(source, "-v volume name")
     if not VOLUME_NAME_RE.match(source):
         raise InvalidArgument(
             f"invalid -v {value!r}: {source!r} is neither an absolute host path nor a volume name "
@@ -367,6 +379,8 @@ def parse_mount(value: str) -> MountSpec:
         if propagation and propagation not in _PROPAGATIONS:
             raise InvalidArgument(f"invalid --mount {value!r}: unknown bind-propagation {propagation!r}")
         return MountSpec(MountType.BIND, target, posixpath.normpath(source), read_only, propagation)
+    if source:
+        check_name_length(source, "--mount volume name")
     if source and not VOLUME_NAME_RE.match(source):
         raise InvalidArgument(f"invalid --mount {value!r}: {source!r} is not a valid volume name")
     return MountSpec(MountType.VOLUME, target, source, read_only)
@@ -390,6 +404,7 @@ def parse_duration(value: str, flag: str) -> float:
 
 def check_name(name: str) -> str:
     """Docker's container-name rule; the leading "/" Docker shows is dropped."""
+    check_name_length(name.lstrip("/"), "container name")
     if name and not CONTAINER_NAME_RE.match(name):
         raise InvalidArgument(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name.lstrip("/")

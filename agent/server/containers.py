@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent import limits
 from agent.api.v1 import containers_pb2 as pb
 from agent.api.v1 import containers_pb2_grpc
 from agent.containers import copy, stats
@@ -37,6 +38,7 @@ from agent.runtime.options import (
     parse_ulimit,
     parse_volume,
 )
+from agent.server import paging
 from agent.server.requests import first_message
 from agent.state.containers import ContainerRecord, Status
 
@@ -103,10 +105,23 @@ def _health(cfg: pb.ContainerConfig) -> HealthConfig | None:
     )
 
 
+def _check_limits(cfg: pb.ContainerConfig) -> None:
+    """The bounds of `agent.limits` on what a container record keeps (see there for the numbers); the
+    specific ones first so that the error names the field, the whole config's size last."""
+    limits.check_labels(cfg.labels)
+    limits.check_argv_env(cfg.command.values, cfg.entrypoint.values, cfg.env)
+    limits.check_hostname(cfg.hostname)
+    limits.check_range("--pids-limit", cfg.pids_limit, -limits.INT64_MAX - 1, limits.PIDS_LIMIT_MAX)
+    if cfg.HasField("stop_timeout"):
+        limits.check_range("--stop-timeout", cfg.stop_timeout, 0, limits.INT32_MAX)
+    limits.check_config_size(cfg.ByteSize())
+
+
 def run_options(cfg: pb.ContainerConfig) -> RunOptions:
     """The API's config in the user's syntax → validated RunOptions (InvalidArgument on bad input)."""
     if not cfg.image:
         raise InvalidArgument("an image is required")
+    _check_limits(cfg)
     mounts: list[MountSpec] = [parse_volume(v) for v in cfg.volumes]
     mounts += [parse_mount(m) for m in cfg.mounts]
     mounts += [parse_tmpfs(t) for t in cfg.tmpfs]
@@ -356,14 +371,21 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
         code, error = await self._m.wait(request.container, request.condition or "not-running")
         return pb.WaitContainerResponse(exit_code=code, error=error)
 
+    def _listed(self, request: pb.ListContainersRequest) -> Iterator[pb.Container]:
+        filters = _parse_filters(list(request.filters))
+        records = self._m.list_containers(all_=request.all or "status" in filters)
+        return (container_message(self._m, r) for r in records if _matches(self._m, r, filters))
+
     async def List(
         self, request: pb.ListContainersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContainersResponse:
-        filters = _parse_filters(list(request.filters))
-        records = self._m.list_containers(all_=request.all or "status" in filters)
-        return pb.ListContainersResponse(
-            containers=[container_message(self._m, r) for r in records if _matches(self._m, r, filters)]
-        )
+        return pb.ListContainersResponse(containers=list(self._listed(request)))
+
+    async def ListStream(
+        self, request: pb.ListContainersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ListContainersResponse]:
+        for page in paging.pages(self._listed(request)):
+            yield pb.ListContainersResponse(containers=page)
 
     async def Inspect(
         self, request: pb.InspectContainerRequest, context: grpc.aio.ServicerContext

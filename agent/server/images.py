@@ -17,6 +17,7 @@ from agent.images.push import BlobProgress, BlobState, PushFinished
 from agent.images.store import ImageRecord
 from agent.registry.auth import Credentials
 from agent.registry.platform import Platform
+from agent.server import paging
 
 _FORMATS = {
     images_pb2.ARCHIVE_FORMAT_UNSPECIFIED: "docker",
@@ -79,6 +80,13 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
     ) -> images_pb2.ListImagesResponse:
         found = await asyncio.to_thread(self._images.images)
         return images_pb2.ListImagesResponse(images=[image_message(r, n, u) for r, n, u in found])
+
+    async def ListStream(
+        self, request: images_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[images_pb2.ListImagesResponse]:
+        found = await asyncio.to_thread(self._images.images)
+        for page in paging.pages(image_message(r, n, u) for r, n, u in found):
+            yield images_pb2.ListImagesResponse(images=page)
 
     async def Inspect(
         self, request: images_pb2.InspectImageRequest, context: grpc.aio.ServicerContext

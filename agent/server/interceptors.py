@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import structlog
 
-from agent import errors, log
+from agent import errors, limits, log
 from agent.server.status import as_agent_error, code_for
 
 _log = log.get("agent.rpc")
@@ -55,7 +55,7 @@ class _Call:
         exc = as_agent_error(exc)  # a full disk no adapter translated: RESOURCE_EXHAUSTED, not INTERNAL
         if isinstance(exc, errors.AgentError):
             self.code = code_for(exc)
-            await self.context.abort(self.code, exc.message)
+            await self.context.abort(self.code, limits.clip_message(exc.message))
         self.code = grpc.StatusCode.INTERNAL
         _log.error("rpc.internal_error", exc_info=exc)
         await self.context.abort(self.code, f"internal error (request_id={self.request_id})")

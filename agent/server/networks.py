@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from ipaddress import IPv4Address
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent import limits
 from agent.api.v1 import networks_pb2, networks_pb2_grpc
 from agent.errors import InvalidArgument
 from agent.network.manager import NetworkManager
 from agent.network.models import Endpoint, Network, PortMapping, Protocol
+from agent.server import paging
 
 _PROTOCOLS = {Protocol.TCP: networks_pb2.PROTOCOL_TCP, Protocol.UDP: networks_pb2.PROTOCOL_UDP}
 
@@ -89,6 +92,7 @@ class NetworksServicer(networks_pb2_grpc.NetworksServicer):
     async def Create(
         self, request: networks_pb2.CreateNetworkRequest, context: grpc.aio.ServicerContext
     ) -> networks_pb2.CreateNetworkResponse:
+        limits.check_labels(request.labels)
         net = await self._networks.create(
             _required(request.name, "network name"), request.subnet, request.internal, dict(request.labels)
         )
@@ -100,6 +104,12 @@ class NetworksServicer(networks_pb2_grpc.NetworksServicer):
         return networks_pb2.ListNetworksResponse(
             networks=[self._message(n) for n in self._networks.networks()]
         )
+
+    async def ListStream(
+        self, request: networks_pb2.ListNetworksRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[networks_pb2.ListNetworksResponse]:
+        for page in paging.pages(self._message(n) for n in self._networks.networks()):
+            yield networks_pb2.ListNetworksResponse(networks=page)
 
     async def Inspect(
         self, request: networks_pb2.InspectNetworkRequest, context: grpc.aio.ServicerContext

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent import limits
 from agent.api.v1 import volumes_pb2 as pb
 from agent.api.v1 import volumes_pb2_grpc
 from agent.containers.volumes import Volume, VolumeManager
 from agent.errors import InvalidArgument
+from agent.server import paging
 
 
 def volume_message(v: Volume, users: list[str]) -> pb.Volume:
@@ -37,6 +40,8 @@ class VolumesServicer(volumes_pb2_grpc.VolumesServicer):
     async def Create(
         self, request: pb.CreateVolumeRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateVolumeResponse:
+        limits.check_name_length(request.name, "volume name")
+        limits.check_labels(request.labels)
         vol = await asyncio.to_thread(self._v.create, request.name, dict(request.labels))
         return pb.CreateVolumeResponse(volume=self._msg(vol))
 
@@ -44,6 +49,12 @@ class VolumesServicer(volumes_pb2_grpc.VolumesServicer):
         self, request: pb.ListVolumesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVolumesResponse:
         return pb.ListVolumesResponse(volumes=[self._msg(v) for v in self._v.list_volumes()])
+
+    async def ListStream(
+        self, request: pb.ListVolumesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ListVolumesResponse]:
+        for page in paging.pages(self._msg(v) for v in self._v.list_volumes()):
+            yield pb.ListVolumesResponse(volumes=page)
 
     async def Inspect(
         self, request: pb.InspectVolumeRequest, context: grpc.aio.ServicerContext

@@ -48,6 +48,43 @@ STATUS_NAMES = {
 NO_HELP_SHORTCUT = {"help_option_names": ["--help"], "max_content_width": 110}
 
 
+class ProtoInt(click.ParamType[int]):
+    """An integer flag within the range of the proto field it fills (int32 or int64).
+
+    Python's ints are unbounded and protobuf refuses what does not fit with a ValueError (a traceback), so
+    the range is checked here, where the flag is parsed, as one line naming the flag and the bound. What
+    the values mean (a pids limit above the kernel's, a negative timeout) is the agent's to check.
+    """
+
+    name = "integer"
+
+    def __init__(self, bits: int) -> None:
+        self.low, self.high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        return self.parse(
+            str(value), max(param.opts, key=len) if param is not None and param.opts else "value"
+        )
+
+    def parse(self, value: str, flag: str) -> int:
+        text = value.strip()
+        try:
+            number = int(text) if len(text) <= 40 else None
+        except ValueError:
+            raise UsageError(f"{flag}: {text[:40]!r} is not an integer") from None
+        if number is None or number > self.high:
+            raise UsageError(f"{flag}: {text[:40]} is out of range (max {self.high})")
+        if number < self.low:
+            raise UsageError(f"{flag}: {text[:40]} is out of range (min {self.low})")
+        return number
+
+
+INT32 = ProtoInt(32)
+INT64 = ProtoInt(64)
+
+
 def _stub(client: AgentClient) -> containers_pb2_grpc.ContainersStub:
     return client.stub(containers_pb2_grpc.ContainersStub)
 
@@ -155,14 +192,14 @@ def run_options(f: F) -> F:
         click.option("-m", "--memory", default="", help="memory limit, e.g. 512m"),
         click.option("--memory-swap", default="", help="memory+swap limit; -1 = unlimited swap"),
         click.option("--cpus", default="", help="number of CPUs, e.g. 0.5"),
-        click.option("-c", "--cpu-shares", type=int, default=0, help="relative CPU weight"),
-        click.option("--pids-limit", type=int, default=0, help="maximum number of processes"),
+        click.option("-c", "--cpu-shares", type=INT64, default=0, help="relative CPU weight"),
+        click.option("--pids-limit", type=INT64, default=0, help="maximum number of processes"),
         click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]"),
         click.option("--restart", default="no", help="no | on-failure[:N] | always | unless-stopped"),
         click.option("--health-cmd", default="", help="command to check health"),
         click.option("--health-interval", default="", help="time between checks (e.g. 30s)"),
         click.option("--health-timeout", default="", help="maximum time for one check"),
-        click.option("--health-retries", type=int, default=0, help="failures before unhealthy"),
+        click.option("--health-retries", type=INT32, default=0, help="failures before unhealthy"),
         click.option("--health-start-period", default="", help="grace period before failures count"),
         click.option("--no-healthcheck", is_flag=True, help="disable the image's HEALTHCHECK"),
         click.option("-i", "--interactive", is_flag=True, help="keep stdin open"),
@@ -185,7 +222,7 @@ def run_options(f: F) -> F:
         click.option("--read-only", is_flag=True, help="mount the root filesystem read-only"),
         click.option("--security-opt", multiple=True, help="no-new-privileges=false, seccomp=unconfined"),
         click.option("--stop-signal", default="", help="signal to stop the container"),
-        click.option("--stop-timeout", type=int, default=None, help="seconds before SIGKILL on stop"),
+        click.option("--stop-timeout", type=INT32, default=None, help="seconds before SIGKILL on stop"),
         click.option("--rm", "auto_remove", is_flag=True, help="remove the container when it exits"),
     ]
     for option in reversed(options):
@@ -505,7 +542,7 @@ def _each(app: App, containers: tuple[str, ...], call: Callable[[AgentClient, st
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=int, default=None, help="seconds to wait before SIGKILL")
+@click.option("-t", "--time", "timeout", type=INT32, default=None, help="seconds to wait before SIGKILL")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
 def stop(app: App, timeout: int | None, containers: tuple[str, ...]) -> None:
@@ -521,7 +558,7 @@ def stop(app: App, timeout: int | None, containers: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=int, default=None, help="seconds to wait before SIGKILL")
+@click.option("-t", "--time", "timeout", type=INT32, default=None, help="seconds to wait before SIGKILL")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
 def restart(app: App, timeout: int | None, containers: tuple[str, ...]) -> None:
@@ -614,10 +651,11 @@ def ps(app: App, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bo
     """List containers."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        r = await client.call(
-            _stub(client).List, pb.ListContainersRequest(all=all_, filters=list(filters)), timeout=None
+        stub = _stub(client)
+        pages = client.pages(
+            stub.ListStream, stub.List, pb.ListContainersRequest(all=all_, filters=list(filters))
         )
-        return [container_dict(c) for c in r.containers]
+        return [container_dict(c) async for page in pages for c in page.containers]
 
     def table(rows: list[dict[str, Any]]) -> output.Table:
         if quiet:
@@ -738,7 +776,8 @@ def logs(app: App, follow: bool, tail: str, timestamps: bool, since: str, until:
     """Show a container's output (stdout to stdout, stderr to stderr)."""
     if tail != "all" and not tail.lstrip("-").isdigit():
         raise UsageError(f"invalid --tail {tail!r}: a number or all")
-    req = pb.ContainerLogsRequest(container=container, follow=follow, tail=-1 if tail == "all" else int(tail))
+    lines = -1 if tail == "all" else INT32.parse(tail, "--tail")
+    req = pb.ContainerLogsRequest(container=container, follow=follow, tail=lines)
     if since:
         req.since.CopyFrom(parse_time(since))
     if until:

@@ -82,8 +82,9 @@ def _created(d: dict[str, Any]) -> datetime | None:
 
 def _list(app: App, digests: bool, quiet: bool) -> None:
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        r = await client.call(_stub(client).List, images_pb2.ListImagesRequest())
-        return [_image_dict(i) for i in r.images]
+        stub = _stub(client)
+        pages = client.pages(stub.ListStream, stub.List, images_pb2.ListImagesRequest())
+        return [_image_dict(i) async for page in pages for i in page.images]
 
     def table(images: list[dict[str, Any]]) -> output.Table:
         columns = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]

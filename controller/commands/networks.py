@@ -102,8 +102,9 @@ def network_ls(app: App, quiet: bool) -> None:
     """List networks."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        r = await client.call(_stub(client).List, networks_pb2.ListNetworksRequest())
-        return [_network_dict(n) for n in r.networks]
+        stub = _stub(client)
+        pages = client.pages(stub.ListStream, stub.List, networks_pb2.ListNetworksRequest())
+        return [_network_dict(n) async for page in pages for n in page.networks]
 
     def table(nets: list[dict[str, Any]]) -> output.Table:
         rows = [

@@ -57,8 +57,9 @@ def ls(app: App, quiet: bool) -> None:
     """List volumes."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        r = await client.call(_stub(client).List, pb.ListVolumesRequest())
-        return [volume_dict(v) for v in r.volumes]
+        stub = _stub(client)
+        pages = client.pages(stub.ListStream, stub.List, pb.ListVolumesRequest())
+        return [volume_dict(v) async for page in pages for v in page.volumes]
 
     def table(rows: list[dict[str, Any]]) -> output.Table:
         if quiet:

@@ -99,6 +99,11 @@ class ContainersStub:
                 request_serializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
+        self.ListStream = channel.unary_stream(
+                '/agent.api.v1.Containers/ListStream',
+                request_serializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
+                _registered_method=True)
         self.Inspect = channel.unary_unary(
                 '/agent.api.v1.Containers/Inspect',
                 request_serializer=agent_dot_api_dot_v1_dot_containers__pb2.InspectContainerRequest.SerializeToString,
@@ -226,6 +231,15 @@ class ContainersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStream(self, request, context):
+        """The same list as a stream of pages (each a ListContainersResponse of at most about 1 MiB, a record
+        bigger than that alone), so no number or size of containers can exceed a message limit.
+        Prefer it to List, which answers in one message and fails once that passes 64 MiB.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Inspect(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -339,6 +353,11 @@ def add_ContainersServicer_to_server(servicer, server):
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
+                    request_deserializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'ListStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListStream,
                     request_deserializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.SerializeToString,
             ),
@@ -727,6 +746,33 @@ class Containers:
             request,
             target,
             '/agent.api.v1.Containers/List',
+            agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Containers/ListStream',
             agent_dot_api_dot_v1_dot_containers__pb2.ListContainersRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_containers__pb2.ListContainersResponse.FromString,
             options,

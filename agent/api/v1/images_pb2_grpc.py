@@ -39,6 +39,11 @@ class ImagesStub:
                 request_serializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
+        self.ListStream = channel.unary_stream(
+                '/agent.api.v1.Images/ListStream',
+                request_serializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
         self.Inspect = channel.unary_unary(
                 '/agent.api.v1.Images/Inspect',
                 request_serializer=agent_dot_api_dot_v1_dot_images__pb2.InspectImageRequest.SerializeToString,
@@ -101,6 +106,15 @@ class ImagesServicer:
 
     def List(self, request, context):
         """Every image, one entry per image with all its names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStream(self, request, context):
+        """The same list as a stream of pages (each a ListImagesResponse of at most about 1 MiB, a record
+        bigger than that alone), so no number or size of images can exceed a message limit.
+        Prefer it to List, which answers in one message and fails once that passes 64 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +214,11 @@ def add_ImagesServicer_to_server(servicer, server):
                     request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.SerializeToString,
             ),
+            'ListStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListStream,
+                    request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.SerializeToString,
+            ),
             'Inspect': grpc.unary_unary_rpc_method_handler(
                     servicer.Inspect,
                     request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.InspectImageRequest.FromString,
@@ -281,6 +300,33 @@ class Images:
             request,
             target,
             '/agent.api.v1.Images/List',
+            agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Images/ListStream',
             agent_dot_api_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
             options,

@@ -44,6 +44,11 @@ class NetworksStub:
                 request_serializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.FromString,
                 _registered_method=True)
+        self.ListStream = channel.unary_stream(
+                '/agent.api.v1.Networks/ListStream',
+                request_serializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
         self.Inspect = channel.unary_unary(
                 '/agent.api.v1.Networks/Inspect',
                 request_serializer=agent_dot_api_dot_v1_dot_networks__pb2.InspectNetworkRequest.SerializeToString,
@@ -84,6 +89,15 @@ class NetworksServicer:
 
     def List(self, request, context):
         """Every network, the default one included once it exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStream(self, request, context):
+        """The same list as a stream of pages (each a ListNetworksResponse of at most about 1 MiB, a record
+        bigger than that alone), so no number or size of networks can exceed a message limit.
+        Prefer it to List, which answers in one message and fails once that passes 64 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +148,11 @@ def add_NetworksServicer_to_server(servicer, server):
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
+                    request_deserializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'ListStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListStream,
                     request_deserializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.SerializeToString,
             ),
@@ -215,6 +234,33 @@ class Networks:
             request,
             target,
             '/agent.api.v1.Networks/List',
+            agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Networks/ListStream',
             agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_networks__pb2.ListNetworksResponse.FromString,
             options,

@@ -44,6 +44,11 @@ class VolumesStub:
                 request_serializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.FromString,
                 _registered_method=True)
+        self.ListStream = channel.unary_stream(
+                '/agent.api.v1.Volumes/ListStream',
+                request_serializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.FromString,
+                _registered_method=True)
         self.Inspect = channel.unary_unary(
                 '/agent.api.v1.Volumes/Inspect',
                 request_serializer=agent_dot_api_dot_v1_dot_volumes__pb2.InspectVolumeRequest.SerializeToString,
@@ -73,6 +78,15 @@ class VolumesServicer:
 
     def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStream(self, request, context):
+        """The same list as a stream of pages (each a ListVolumesResponse of at most about 1 MiB, a record
+        bigger than that alone), so no number or size of volumes can exceed a message limit.
+        Prefer it to List, which answers in one message and fails once that passes 64 MiB.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -107,6 +121,11 @@ def add_VolumesServicer_to_server(servicer, server):
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
+                    request_deserializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'ListStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListStream,
                     request_deserializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.SerializeToString,
             ),
@@ -178,6 +197,33 @@ class Volumes:
             request,
             target,
             '/agent.api.v1.Volumes/List',
+            agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.api.v1.Volumes/ListStream',
             agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_volumes__pb2.ListVolumesResponse.FromString,
             options,
