@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
 import pytest
 
 from agent import limits
 from agent.api.v1 import containers_pb2 as pb
+from agent.api.v1 import containers_pb2_grpc
 from agent.build.dockerfile import parse
 from agent.build.instructions import DockerfileError
 from agent.errors import InvalidArgument
 from agent.runtime.options import check_name, parse_memory, parse_restart, parse_ulimit, parse_volume
 from agent.server.containers import run_options
 from agent.server.paging import pages
+from controller.client import AgentClient
+from controller.target import Target
 
 KiB, MiB = limits.KiB, limits.MiB
 
@@ -120,3 +129,37 @@ def test_pages_stay_within_the_budget_and_a_big_record_travels_alone() -> None:
         if page != [big]:
             assert pb.ListContainersResponse(containers=page).ByteSize() <= 2000
     assert list(pages([], budget=2000)) == []
+
+
+async def _list_via_pages(tmp_path: Path, servicer: containers_pb2_grpc.ContainersServicer) -> list[str]:
+    server = grpc.aio.server()
+    containers_pb2_grpc.add_ContainersServicer_to_server(servicer, server)
+    sock = tmp_path / "agent.sock"
+    server.add_insecure_port(f"unix:{sock}")
+    await server.start()
+    client = AgentClient(Target(name="t", kind="unix", address=str(sock)), tmp_path)
+    try:
+        stub = containers_pb2_grpc.ContainersStub(client.channel)
+        req = pb.ListContainersRequest(all=True)
+        return [c.id async for page in client.pages(stub.ListStream, stub.List, req) for c in page.containers]
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
+class _OldAgent(containers_pb2_grpc.ContainersServicer):
+    """An agent from before ListStream: only the unary List."""
+
+    async def List(self, request: Any, context: Any) -> pb.ListContainersResponse:
+        return pb.ListContainersResponse(containers=[pb.Container(id="a"), pb.Container(id="b")])
+
+
+class _NewAgent(containers_pb2_grpc.ContainersServicer):
+    async def ListStream(self, request: Any, context: Any) -> AsyncIterator[pb.ListContainersResponse]:
+        for page in pages((pb.Container(id=f"c{i}", labels={"k": "v" * 1000}) for i in range(30)), 4000):
+            yield pb.ListContainersResponse(containers=page)
+
+
+def test_the_controller_reads_pages_and_falls_back_to_list_on_an_older_agent(tmp_path: Path) -> None:
+    assert asyncio.run(_list_via_pages(tmp_path, _OldAgent())) == ["a", "b"]
+    assert asyncio.run(_list_via_pages(tmp_path, _NewAgent())) == [f"c{i}" for i in range(30)]
