@@ -1,5 +1,5 @@
 """Image commands: images, image inspect|ls|rm|tag|prune|save|load|import, tag, rmi, save, load, import,
-system df. Archives stream in 1 MiB chunks between this process's files and the (possibly remote) agent.
+system df|prune. Archives stream in 1 MiB chunks between this process's files and the (possibly remote) agent.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ from typing import IO, Any, TypeVar
 import click
 import grpc
 
-from agent.api.v1 import images_pb2, images_pb2_grpc
+from agent.api.v1 import (
+    build_pb2,
+    build_pb2_grpc,
+    containers_pb2,
+    containers_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    volumes_pb2,
+    volumes_pb2_grpc,
+)
 from controller import output
 from controller.app import App, HostOutput
 from controller.client import AgentClient
@@ -274,7 +283,7 @@ def image_prune(app: App, all_unused: bool, force: bool) -> None:
 
 @click.group(name="system")
 def system_group() -> None:
-    """Agent-wide views (disk usage)."""
+    """Agent-wide views and clean-up (disk usage, prune)."""
 
 
 @system_group.command(name="df")
@@ -310,8 +319,8 @@ def system_df(app: App) -> None:
                 ],
                 ["Snapshots", s["total"], "", output.human_size(s["size"]), ""],
                 ["Content", c["blobs"], "", output.human_size(c["size"]), ""],
-                [
-                    "Partial downloads",
+                [  # partial downloads and temp files of loads, builds, commits: `image prune` takes them
+                    "Partial data",
                     "",
                     "",
                     output.human_size(c["partial_size"]),
@@ -321,6 +330,71 @@ def system_df(app: App) -> None:
         )
 
     app.run(op, table=table, idempotent=True)
+
+
+@system_group.command(name="prune")
+@click.option(
+    "-a", "--all", "all_unused", is_flag=True, help="every image no container uses, not just dangling"
+)
+@click.option("--volumes", is_flag=True, help="also volumes no container uses")
+@click.option("-f", "--force", is_flag=True, help="do not ask for confirmation")
+@click.pass_obj
+def system_prune(app: App, all_unused: bool, volumes: bool, force: bool) -> None:
+    """Remove stopped containers, unused images, the build cache, partial downloads and temp files."""
+    if not force and sys.stdin.isatty():
+        what = ["all stopped containers", "all build cache"]
+        what.append("all images without at least one container" if all_unused else "all dangling images")
+        if volumes:
+            what.append("all volumes not used by at least one container")
+        click.confirm(
+            "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what) + "Are you sure you want "
+            "to continue?",
+            abort=True,
+        )
+
+    async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
+        containers = await client.call(
+            client.stub(containers_pb2_grpc.ContainersStub).Prune,
+            containers_pb2.PruneContainersRequest(),
+            timeout=None,
+        )
+        removed_volumes: list[str] = []
+        if volumes:
+            r = await client.call(
+                client.stub(volumes_pb2_grpc.VolumesStub).Prune, volumes_pb2.PruneVolumesRequest()
+            )
+            removed_volumes = list(r.removed)
+        cache = await client.call(
+            client.stub(build_pb2_grpc.BuildStub).PruneBuildCache, build_pb2.PruneBuildCacheRequest()
+        )
+        images = await client.call(  # last: it collects what the others left unreferenced
+            _stub(client).Prune, images_pb2.PruneImagesRequest(all=all_unused), timeout=None
+        )
+        return {
+            "containers": list(containers.removed),
+            "volumes": removed_volumes,
+            "build_cache_entries": cache.entries_removed,
+            "untagged": list(images.untagged),
+            "deleted": list(images.deleted),
+            "reclaimed_bytes": images.reclaimed_bytes,
+        }
+
+    def text(d: dict[str, Any]) -> str:
+        lines = []
+        for title, key in (("Deleted Containers:", "containers"), ("Deleted Volumes:", "volumes")):
+            if d[key]:
+                lines += [title, *d[key], ""]
+        if d["untagged"] or d["deleted"]:
+            lines.append("Deleted Images:")
+            lines += [f"untagged: {_join(_familiar(n))}" for n in d["untagged"]]
+            lines += [f"deleted: {x}" for x in d["deleted"]]
+            lines.append("")
+        if d["build_cache_entries"]:
+            lines += [f"Deleted build cache entries: {d['build_cache_entries']}", ""]
+        lines.append(f"Total reclaimed space: {output.human_size(d['reclaimed_bytes'])}")
+        return "\n".join(lines)
+
+    app.run(op, text=text)
 
 
 # ---- save / load / import --------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_pull_that_does_not_fit_then_prune_makes_room_without_restart(
     assert not deleted_fds(agent.proc.pid, tmpfs_root)
     partial = df(cli)["content"]["partial_size"]
     assert 32 << 20 < partial < layer_size
-    assert "Partial" in ok(cli("system", "df")).stdout
+    assert "Partial data" in ok(cli("system", "df")).stdout
     busybox = busybox_rootfs_tar(tmp_path / "busybox.tar")
     assert_no_space(cli("import", str(busybox), "small:1"), tmpfs_root)
 
@@ -186,7 +186,10 @@ def test_leftovers_of_killed_builds_and_commits_are_counted_pruned_and_removed_a
     for path in leftovers:
         path.write_bytes(os.urandom(4 << 20))
     assert df(cli)["content"]["partial_size"] >= 8 << 20
-    ok(cli("image", "prune", "-f"))
+    row = [line for line in ok(cli("system", "df")).stdout.splitlines() if line.startswith("Partial data")]
+    assert row and "8.39MB" in row[0], row
+    pruned = ok(cli("system", "prune", "-f"))
+    assert "Total reclaimed space: 8.39MB" in pruned.stdout, pruned.stdout
     assert not any(p.exists() for p in leftovers)
     assert df(cli)["content"]["partial_size"] == 0
 
