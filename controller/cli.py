@@ -63,7 +63,7 @@ GROUP_EXTENSIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("controller.commands.registry", "IMAGE_SUBCOMMANDS"),  # image pull|push
         ("controller.commands.transfer", "IMAGE_SUBCOMMANDS"),  # image send
     ),
-    "pki": (("controller.commands.pki_rotate", "rotate"),),
+    "pki": (("controller.commands.pki_rotate", "PKI_SUBCOMMANDS"),),  # rotate, rotate-ca, push-crl
 }
 
 

@@ -5,6 +5,10 @@ Every RPC gets a request id (the caller's `x-request-id` metadata or a fresh one
 and exactly one `rpc.finished` log line with code and duration. AgentErrors become their status code with
 their message; anything else becomes INTERNAL "internal error (request_id=…)" and is logged once with its
 traceback.
+
+A call made with a client certificate that the fleet's revocation list names is refused before it runs
+(PERMISSION_DENIED "certificate <serial> (CN=…) is revoked"): gRPC Python cannot load a CRL into its
+TLS stack, so revocation is enforced here, after the handshake, on every call.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import structlog
 
 from agent import errors, limits, log
 from agent.server.status import as_agent_error, code_for
+from agent.server.tls import Revocations
 
 _log = log.get("agent.rpc")
 
@@ -34,6 +39,19 @@ def peer_identity(context: grpc.aio.ServicerContext) -> str:
         return bytes(names[0]).decode(errors="replace")
     peer = context.peer() or ""
     return "local" if peer.startswith("unix:") or not peer else peer
+
+
+def peer_certificate(context: grpc.aio.ServicerContext) -> bytes:
+    """The caller's client certificate (PEM) as verified by the handshake; empty over the unix socket."""
+    certs = context.auth_context().get("x509_pem_cert") or []
+    return bytes(certs[0]) if certs else b""
+
+
+def _check_revoked(revocations: Revocations | None, context: grpc.aio.ServicerContext) -> None:
+    if revocations is not None:
+        cert = peer_certificate(context)
+        if cert:
+            revocations.check(cert)
 
 
 class _Call:
@@ -96,10 +114,13 @@ async def _drain(requests: Any) -> None:
         return
 
 
-def _wrap_unary(method: str, behavior: Handler, *, client_streaming: bool = False) -> Handler:
+def _wrap_unary(
+    method: str, behavior: Handler, revocations: Revocations | None, *, client_streaming: bool = False
+) -> Handler:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, context)
         try:
+            _check_revoked(revocations, context)
             return await behavior(request, context)
         except BaseException as exc:
             if _is_abort(exc):
@@ -117,10 +138,11 @@ def _wrap_unary(method: str, behavior: Handler, *, client_streaming: bool = Fals
     return wrapper
 
 
-def _wrap_stream(method: str, behavior: Handler) -> Handler:
+def _wrap_stream(method: str, behavior: Handler, revocations: Revocations | None) -> Handler:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, context)
         try:
+            _check_revoked(revocations, context)
             if inspect.isasyncgenfunction(behavior):
                 async for item in behavior(request, context):
                     yield item
@@ -141,7 +163,10 @@ def _wrap_stream(method: str, behavior: Handler) -> Handler:
 
 
 class AgentInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies request context, logging and error mapping to every RPC (health checks included)."""
+    """Request context, revocation, logging and error mapping for every RPC (health checks included)."""
+
+    def __init__(self, revocations: Revocations | None = None) -> None:
+        self._revocations = revocations
 
     async def intercept_service(
         self,
@@ -154,25 +179,25 @@ class AgentInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(method, handler.unary_unary, self._revocations),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary, client_streaming=True),
+                _wrap_unary(method, handler.stream_unary, self._revocations, client_streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(method, handler.unary_stream, self._revocations),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(method, handler.stream_stream),
+                _wrap_stream(method, handler.stream_stream, self._revocations),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

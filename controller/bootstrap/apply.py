@@ -3,6 +3,7 @@
 Every step converges (write-if-different, install-if-missing), so an interrupted bootstrap is finished by
 running it again. The agent's private key is generated on the host (`python -m agent.enroll csr`); only
 the CSR travels to the controller, which signs it with the fleet CA and sends the certificate back.
+The fleet's revocation list (crl.pem) goes to every host whose copy differs.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Bootstrapper:
         self.options = options
         self.assets = assets or Assets.load()
         self.ca = pki.load_ca(options.config_dir)
+        self.crl = pki.crl_for_push(options.config_dir, self.ca)
         self._wheelhouses: dict[tuple[str, str], asyncio.Task[wh_mod.Wheelhouse]] = {}
 
     async def wheelhouse_for(self, facts: Facts) -> wh_mod.Wheelhouse:
@@ -158,6 +160,7 @@ class Bootstrapper:
                 config_sha=_sha(config),
                 service_sha=_sha(service),
                 ca_sha=_sha(self.ca.cert_pem),
+                crl_sha=_sha(self.crl) if self.crl is not None else "",
                 cert_names=self.cert_names(host),
                 upgrade=self.options.upgrade,
             )
@@ -204,6 +207,12 @@ class Bootstrapper:
             await self._install(s, facts, wheelhouse)
         elif step.kind is Kind.ENROLL:
             await self._enroll(s, host)
+        elif step.kind is Kind.PUSH_CRL:
+            assert self.crl is not None
+            python = f"{VENV_LINK}/bin/python"
+            await s.run(
+                f"{python} -m agent.enroll crl --tls-dir {facts_mod.TLS_DIR}", input=self.crl.decode()
+            )
         elif step.kind is Kind.WRITE_CONFIG:
             await s.run(f"mkdir -p {facts_mod.ETC}")
             await s.write_file(facts_mod.CONFIG_FILE, config, 0o644)

@@ -39,6 +39,7 @@ echo "config_sha=$(sha {CONFIG_FILE})"
 echo "unit_sha=$(sha {UNIT_FILE})"
 echo "supervisor_sha=$(sha {SUPERVISOR})"
 echo "ca_sha=$(sha {TLS_DIR}/ca.pem)"
+echo "crl_sha=$(sha {TLS_DIR}/crl.pem)"
 [ -s {TLS_DIR}/agent.pem ] && [ -s {TLS_DIR}/agent-key.pem ] && echo has_cert=yes
 echo "cert_names=$(cat {CERT_NAMES} 2>/dev/null)"
 if [ -d /run/systemd/system ]; then
@@ -71,6 +72,7 @@ class Facts:
     has_cert: bool
     cert_names: tuple[str, ...]
     running: bool
+    crl_sha: str = ""
 
     @property
     def python_tag(self) -> str:
@@ -115,4 +117,5 @@ def parse(text: str) -> Facts:
         has_cert=kv.get("has_cert") == "yes",
         cert_names=tuple(n for n in names.split(",") if n),
         running=kv.get("running") == "yes",
+        crl_sha=kv.get("crl_sha", ""),
     )

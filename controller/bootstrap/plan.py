@@ -28,6 +28,7 @@ class Kind(enum.Enum):
     INSTALL_PACKAGES = "install packages"
     INSTALL_AGENT = "install agent"
     ENROLL = "enroll"
+    PUSH_CRL = "push revocation list"
     WRITE_CONFIG = "write config"
     WRITE_SERVICE = "write service"
     START = "start agent"
@@ -55,6 +56,7 @@ class Desired:
     ca_sha: str
     cert_names: tuple[str, ...]
     upgrade: bool = False
+    crl_sha: str = ""  # empty: the controller has no revocation list
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ def make(facts: Facts, desired: Desired) -> Plan:
     if enroll:
         reason = "no certificate" if not facts.has_cert else "CA or names changed"
         steps.append(Step(Kind.ENROLL, reason))
+    # Enrolling with another CA drops the host's CRL (it was that CA's): send ours again.
+    if desired.crl_sha and (facts.crl_sha != desired.crl_sha or facts.ca_sha != desired.ca_sha):
+        steps.append(Step(Kind.PUSH_CRL))
     if facts.config_sha != desired.config_sha:
         steps.append(Step(Kind.WRITE_CONFIG))
         changed_runtime = True

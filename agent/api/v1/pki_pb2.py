@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gent/api/v1/pki.proto\x12\x0c\x61gent.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x10\x43reateCsrRequest\x12\x13\n\x0b\x63ommon_name\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"$\n\x11\x43reateCsrResponse\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"D\n\x19InstallCertificateRequest\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\"\\\n\x1aInstallCertificateResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12-\n\tnot_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbc\x01\n\x03Pki\x12L\n\tCreateCsr\x12\x1e.agent.api.v1.CreateCsrRequest\x1a\x1f.agent.api.v1.CreateCsrResponse\x12g\n\x12InstallCertificate\x12\'.agent.api.v1.InstallCertificateRequest\x1a(.agent.api.v1.InstallCertificateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gent/api/v1/pki.proto\x12\x0c\x61gent.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x10\x43reateCsrRequest\x12\x13\n\x0b\x63ommon_name\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"$\n\x11\x43reateCsrResponse\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"a\n\x19InstallCertificateRequest\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\x12\x1b\n\x13\x63\x61_cross_signed_pem\x18\x03 \x01(\x0c\"y\n\x1aInstallCertificateResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12-\n\tnot_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x63\x61_rotation_pending\x18\x03 \x01(\x08\"\x1a\n\x18\x43onfirmCaRotationRequest\"@\n\x19\x43onfirmCaRotationResponse\x12\x12\n\nca_subject\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"$\n\x11InstallCrlRequest\x12\x0f\n\x07\x63rl_pem\x18\x01 \x01(\x0c\"J\n\x12InstallCrlResponse\x12\x12\n\ncrl_number\x18\x01 \x01(\x04\x12\x0f\n\x07revoked\x18\x02 \x01(\r\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x32\xf3\x02\n\x03Pki\x12L\n\tCreateCsr\x12\x1e.agent.api.v1.CreateCsrRequest\x1a\x1f.agent.api.v1.CreateCsrResponse\x12g\n\x12InstallCertificate\x12\'.agent.api.v1.InstallCertificateRequest\x1a(.agent.api.v1.InstallCertificateResponse\x12\x64\n\x11\x43onfirmCaRotation\x12&.agent.api.v1.ConfirmCaRotationRequest\x1a\'.agent.api.v1.ConfirmCaRotationResponse\x12O\n\nInstallCrl\x12\x1f.agent.api.v1.InstallCrlRequest\x1a .agent.api.v1.InstallCrlResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECSRRESPONSE']._serialized_start=129
   _globals['_CREATECSRRESPONSE']._serialized_end=165
   _globals['_INSTALLCERTIFICATEREQUEST']._serialized_start=167
-  _globals['_INSTALLCERTIFICATEREQUEST']._serialized_end=235
-  _globals['_INSTALLCERTIFICATERESPONSE']._serialized_start=237
-  _globals['_INSTALLCERTIFICATERESPONSE']._serialized_end=329
-  _globals['_PKI']._serialized_start=332
-  _globals['_PKI']._serialized_end=520
+  _globals['_INSTALLCERTIFICATEREQUEST']._serialized_end=264
+  _globals['_INSTALLCERTIFICATERESPONSE']._serialized_start=266
+  _globals['_INSTALLCERTIFICATERESPONSE']._serialized_end=387
+  _globals['_CONFIRMCAROTATIONREQUEST']._serialized_start=389
+  _globals['_CONFIRMCAROTATIONREQUEST']._serialized_end=415
+  _globals['_CONFIRMCAROTATIONRESPONSE']._serialized_start=417
+  _globals['_CONFIRMCAROTATIONRESPONSE']._serialized_end=481
+  _globals['_INSTALLCRLREQUEST']._serialized_start=483
+  _globals['_INSTALLCRLREQUEST']._serialized_end=519
+  _globals['_INSTALLCRLRESPONSE']._serialized_start=521
+  _globals['_INSTALLCRLRESPONSE']._serialized_end=595
+  _globals['_PKI']._serialized_start=598
+  _globals['_PKI']._serialized_end=969
 # @@protoc_insertion_point(module_scope)

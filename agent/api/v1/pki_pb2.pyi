@@ -24,17 +24,49 @@ class CreateCsrResponse(_message.Message):
     def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class InstallCertificateRequest(_message.Message):
-    __slots__ = ("certificate_pem", "ca_pem")
+    __slots__ = ("certificate_pem", "ca_pem", "ca_cross_signed_pem")
     CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
     CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CROSS_SIGNED_PEM_FIELD_NUMBER: _ClassVar[int]
     certificate_pem: bytes
     ca_pem: bytes
-    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ...) -> None: ...
+    ca_cross_signed_pem: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., ca_cross_signed_pem: _Optional[bytes] = ...) -> None: ...
 
 class InstallCertificateResponse(_message.Message):
-    __slots__ = ("subject", "not_after")
+    __slots__ = ("subject", "not_after", "ca_rotation_pending")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CA_ROTATION_PENDING_FIELD_NUMBER: _ClassVar[int]
     subject: str
     not_after: _timestamp_pb2.Timestamp
-    def __init__(self, subject: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ca_rotation_pending: bool
+    def __init__(self, subject: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ca_rotation_pending: _Optional[bool] = ...) -> None: ...
+
+class ConfirmCaRotationRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConfirmCaRotationResponse(_message.Message):
+    __slots__ = ("ca_subject", "changed")
+    CA_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ca_subject: str
+    changed: bool
+    def __init__(self, ca_subject: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class InstallCrlRequest(_message.Message):
+    __slots__ = ("crl_pem",)
+    CRL_PEM_FIELD_NUMBER: _ClassVar[int]
+    crl_pem: bytes
+    def __init__(self, crl_pem: _Optional[bytes] = ...) -> None: ...
+
+class InstallCrlResponse(_message.Message):
+    __slots__ = ("crl_number", "revoked", "changed")
+    CRL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    crl_number: int
+    revoked: int
+    changed: bool
+    def __init__(self, crl_number: _Optional[int] = ..., revoked: _Optional[int] = ..., changed: _Optional[bool] = ...) -> None: ...

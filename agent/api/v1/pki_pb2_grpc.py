@@ -44,6 +44,16 @@ class PkiStub:
                 request_serializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateResponse.FromString,
                 _registered_method=True)
+        self.ConfirmCaRotation = channel.unary_unary(
+                '/agent.api.v1.Pki/ConfirmCaRotation',
+                request_serializer=agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationResponse.FromString,
+                _registered_method=True)
+        self.InstallCrl = channel.unary_unary(
+                '/agent.api.v1.Pki/InstallCrl',
+                request_serializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlResponse.FromString,
+                _registered_method=True)
 
 
 class PkiServicer:
@@ -57,7 +67,23 @@ class PkiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InstallCertificate(self, request, context):
-        """Install the certificate for the pending key and the CA, then reload TLS.
+        """Install the certificate for the pending key (and, for a CA rotation, the new cross-signed CA), then
+        reload TLS. PERMISSION_DENIED if it does not chain to a trusted CA.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmCaRotation(self, request, context):
+        """Finish a CA rotation: drop every CA but the new one. Must be called with a client certificate of
+        the new CA (proof that the new CA works end to end); FAILED_PRECONDITION otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallCrl(self, request, context):
+        """Store a certificate revocation list and enforce it from the next call on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,6 +101,16 @@ def add_PkiServicer_to_server(servicer, server):
                     servicer.InstallCertificate,
                     request_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateResponse.SerializeToString,
+            ),
+            'ConfirmCaRotation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmCaRotation,
+                    request_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationResponse.SerializeToString,
+            ),
+            'InstallCrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallCrl,
+                    request_deserializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +167,60 @@ class Pki:
             '/agent.api.v1.Pki/InstallCertificate',
             agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_pki__pb2.InstallCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmCaRotation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent.api.v1.Pki/ConfirmCaRotation',
+            agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_pki__pb2.ConfirmCaRotationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallCrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent.api.v1.Pki/InstallCrl',
+            agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_pki__pb2.InstallCrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
