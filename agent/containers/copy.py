@@ -1,136 +1,151 @@
-"""`cp`: tar streams into and out of a container's filesystem, safely.
+"""`cp`: tar streams into and out of a container's filesystem, without trusting anything in it.
 
-The tar work runs in a helper process that chroots into the container's root first (the running
-container's `/proc/<pid>/root`, which includes its mounts; or the mounted rootfs of a stopped one), so
-symlinks planted inside the container can never point the agent at host paths.
+The container's root is opened from the host (a running container's `/proc/<pid>/root`, which shows its
+own mounts such as volumes; or the mounted rootfs of a stopped one) and every path is resolved below it
+by directory fd (`agent.fsroot`, `openat2(RESOLVE_IN_ROOT)`): symlinks planted in the container are
+followed the way the container sees them and can never lead the agent to a host path. The tar work runs
+in the agent itself, in a thread (`agent.treetar`), with numeric owners only: nothing of the container
+is loaded or executed and no user or group name is resolved (no chroot, no NSS in the container's root;
+the CVE-2019-14271 class).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import AsyncIterator
+import errno
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from agent.errors import FailedPrecondition, InvalidArgument, NotFound
+import agent.log
+from agent import fsroot, treetar
+from agent.errors import (
+    AgentError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    is_no_space,
+)
+from agent.images.streams import read_in_thread, written_in_thread
 from agent.runtime import bundle
 from agent.state.containers import ACTIVE
 
 if TYPE_CHECKING:
     from agent.containers.manager import ContainerManager
 
-CHUNK = 256 * 1024
-
-# Runs as `python -I -c HELPER {in|out} ROOT PATH`; exit 2 = path missing, 3 = not a directory.
-HELPER = r"""
-import os, posixpath, sys, tarfile
-mode, root, path = sys.argv[1], sys.argv[2], sys.argv[3]
-os.chroot(root)
-os.chdir("/")
-path = posixpath.normpath("/" + path)
-if mode == "out":
-    if not os.path.lexists(path):
-        sys.exit(2)
-    with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as tar:
-        tar.add(path, arcname=posixpath.basename(path) or ".")
-    sys.exit(0)
-if os.path.isdir(path):
-    dest, rename = path, None
-else:
-    dest, rename = posixpath.dirname(path), posixpath.basename(path)
-    if not os.path.isdir(dest):
-        sys.exit(3 if os.path.lexists(dest) else 2)
-with tarfile.open(fileobj=sys.stdin.buffer, mode="r|*") as tar:
-    for member in tar:
-        if rename is not None:
-            head, sep, rest = member.name.lstrip("./").partition("/")
-            member.name = rename + (sep + rest if sep else "")
-        tar.extract(member, dest, filter="tar")
-"""
+log = agent.log.get(__name__)
 
 
-async def _root(mgr: ContainerManager, ref: str) -> tuple[str, Path | None]:
-    """The directory to chroot into, and the rootfs we mounted for the copy (to unmount after)."""
+async def _open_root(mgr: ContainerManager, ref: str) -> tuple[int, Path | None]:
+    """An O_PATH fd of the container's root, and the rootfs we mounted for the copy (to unmount after)."""
     rec = mgr.find(ref)
-    if rec.status in ACTIVE and rec.pid > 0:
-        return f"/proc/{rec.pid}/root", None
     paths = mgr.paths(rec.id)
-    if bundle.is_mounted(paths.rootfs):
-        return str(paths.rootfs), None
-    await asyncio.to_thread(bundle.mount_rootfs, paths, [Path(p) for p in rec.lowerdirs])
-    return str(paths.rootfs), paths.root
+    if rec.status in ACTIVE and rec.pid > 0:
+        try:
+            fd = fsroot.open_root(f"/proc/{rec.pid}/root")
+        except OSError:
+            fd = -1
+        # The pid may have ended and been reused by a host process since the record was read: the root
+        # must be on the container's own overlay (a chroot inside the container still is).
+        try:
+            if fd >= 0 and os.fstat(fd).st_dev == os.stat(paths.rootfs).st_dev:
+                return fd, None
+        except OSError:
+            pass
+        if fd >= 0:
+            os.close(fd)
+        raise Conflict(f"container {rec.name} stopped while the copy started; try again")
+    mounted = None
+    if not bundle.is_mounted(paths.rootfs):
+        await asyncio.to_thread(bundle.mount_rootfs, paths, [Path(p) for p in rec.lowerdirs])
+        mounted = paths.root
+    try:
+        return fsroot.open_root(paths.rootfs), mounted
+    except BaseException:
+        await _release(mounted)
+        raise
 
 
-async def _release(mgr: ContainerManager, mounted: Path | None) -> None:
+async def _release(mounted: Path | None) -> None:
     if mounted is not None:
         await asyncio.to_thread(bundle.unmount_rootfs, bundle.ContainerPaths(mounted))
 
 
-def _check(code: int, path: str, err: bytes) -> None:
-    if code == 2:
-        raise NotFound(f"no such file or directory in the container: {path}")
-    if code == 3:
-        raise FailedPrecondition(f"not a directory in the container: {path}")
-    if code != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["copy failed"]
-        raise InvalidArgument(f"copy failed: {tail[0]}")
+@contextlib.contextmanager
+def _errors(path: str) -> Iterator[None]:
+    """OSErrors of a copy as the API's errors (the path named is the container's, never a host one)."""
+    try:
+        yield
+    except AgentError:
+        raise
+    except OSError as exc:
+        if is_no_space(exc):
+            raise ResourceExhausted(
+                f"no space left in the container's filesystem while copying {path}"
+            ) from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NotFound(f"no such file or directory in the container: {path}") from exc
+        if exc.errno == errno.ELOOP:
+            raise InvalidArgument(f"copy failed: too many levels of symbolic links in {path}") from exc
+        raise InvalidArgument(f"copy failed: {exc.strerror or exc}") from exc
+
+
+def _destination(rootfd: int, path: str) -> tuple[str, str | None]:
+    """Where to extract: `path` itself if it is a directory, else its parent with the copy renamed."""
+    norm = os.path.normpath("/" + path)
+    try:
+        os.close(fsroot.resolve(rootfd, norm))
+        return norm, None
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    parent, base = os.path.split(norm)
+    if path.endswith("/"):
+        raise NotFound(f"no such directory in the container: {path}")
+    try:
+        os.close(fsroot.resolve(rootfd, parent))
+    except NotADirectoryError as exc:
+        raise FailedPrecondition(f"not a directory in the container: {path}") from exc
+    except FileNotFoundError as exc:
+        raise NotFound(f"no such file or directory in the container: {path}") from exc
+    return parent, base
+
+
+def _copy_in(reader: BinaryIO, rootfd: int, path: str) -> int:
+    with _errors(path):
+        dest, rename = _destination(rootfd, path)
+        return treetar.extract(reader, rootfd, dest, rename)
 
 
 async def copy_to(mgr: ContainerManager, ref: str, path: str, chunks: AsyncIterator[bytes]) -> None:
     if not path.startswith("/"):
         raise InvalidArgument(f"the container path {path!r} must be absolute")
-    root, mounted = await _root(mgr, ref)
+    rootfd, mounted = await _open_root(mgr, ref)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-c", HELPER, "in", root, path,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdin is not None and proc.stderr is not None
-        err_task = asyncio.ensure_future(proc.stderr.read())
-        try:
-            async for chunk in chunks:
-                proc.stdin.write(chunk)
-                await proc.stdin.drain()
-            proc.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except BaseException:
-            proc.kill()
-            await proc.wait()
-            raise
-        err = await err_task
-        _check(await proc.wait(), path, err)
+        written = await read_in_thread(chunks, lambda reader: _copy_in(cast(BinaryIO, reader), rootfd, path))
     finally:
-        await _release(mgr, mounted)
+        os.close(rootfd)
+        await _release(mounted)
+    log.info("container.copied_to", container=ref, path=path, bytes=written)
+
+
+def _copy_out(writer: BinaryIO, rootfd: int, path: str) -> None:
+    with _errors(path):
+        treetar.write_path(writer, rootfd, path)
 
 
 async def copy_from(mgr: ContainerManager, ref: str, path: str) -> AsyncIterator[bytes]:
     if not path.startswith("/"):
         raise InvalidArgument(f"the container path {path!r} must be absolute")
-    root, mounted = await _root(mgr, ref)
+    rootfd, mounted = await _open_root(mgr, ref)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-c", HELPER, "out", root, path,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        err_task = asyncio.ensure_future(proc.stderr.read())
-        try:
-            first = await proc.stdout.read(CHUNK)
-            if not first:
-                code = await proc.wait()
-                _check(code, path, await err_task)
-            else:
-                yield first
-                while chunk := await proc.stdout.read(CHUNK):
-                    yield chunk
-                _check(await proc.wait(), path, await err_task)
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        tar = written_in_thread(lambda writer: _copy_out(cast(BinaryIO, writer), rootfd, path))
+        async with contextlib.aclosing(tar) as stream:
+            async for chunk in stream:
+                yield chunk
     finally:
-        await _release(mgr, mounted)
+        os.close(rootfd)
+        await _release(mounted)
