@@ -66,7 +66,7 @@ from agent.runtime.options import (
     parse_signal,
 )
 from agent.runtime.spec import HostFacts, ImageConfig, SpecInputs, build_spec, exec_process, resolve_process
-from agent.runtime.users import resolve_user
+from agent.runtime.users import resolve_in_root
 from agent.state.containers import ACTIVE, ContainerRecord, ContainerStore, Status, now
 from agent.state.db import Database
 from agent.state.events import EventLog
@@ -344,11 +344,7 @@ class ContainerManager:
         paths = self.paths(rec.id)
         bundle.prepare(paths)
         bundle.mount_rootfs(paths, lowerdirs)
-        user = resolve_user(
-            opts.user or image.user,
-            bundle.rootfs_etc_file(paths.rootfs, "passwd"),
-            bundle.rootfs_etc_file(paths.rootfs, "group"),
-        )
+        user = resolve_in_root(opts.user or image.user, paths.rootfs)
         # >>> network (agent/network): --network container:OTHER joins OTHER's namespace, shares its files
         netns_path: str | None = None
         if opts.network.startswith("container:"):
@@ -959,13 +955,7 @@ class ContainerManager:
         exec_id = secrets.token_hex(32)
         d = paths.exec_root / exec_id
         base = (await asyncio.to_thread(bundle.read_config, paths))["process"]
-        resolved = None
-        if user:
-            resolved = resolve_user(
-                user,
-                bundle.rootfs_etc_file(paths.rootfs, "passwd"),
-                bundle.rootfs_etc_file(paths.rootfs, "group"),
-            )
+        resolved = await asyncio.to_thread(resolve_in_root, user, paths.rootfs) if user else None
         proc = exec_process(base, args, env=env, user=resolved, cwd=workdir, tty=tty)
         d.mkdir(parents=True)
         (d / "process.json").write_text(json.dumps(proc))

@@ -191,14 +191,3 @@ def remove(paths: ContainerPaths) -> None:
     if paths.root.exists():
         shutil.rmtree(paths.root)
 
-
-def rootfs_etc_file(rootfs: Path, name: str) -> str:
-    """Read /etc/<name> from a mounted rootfs, refusing symlinks (they would resolve against the host)."""
-    etc = rootfs / "etc"
-    target = etc / name
-    try:
-        if etc.is_symlink() or target.is_symlink() or not target.is_file():
-            return ""
-        return target.read_text(errors="replace")
-    except OSError:
-        return ""

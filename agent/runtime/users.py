@@ -1,14 +1,24 @@
-"""Resolve a Docker `--user` value against the image's /etc/passwd and /etc/group (pure: text in, ids out).
+"""Resolve a Docker `--user` value against a root filesystem's /etc/passwd and /etc/group.
 
 Docker's rules: empty means root; a name must exist in passwd; a numeric uid need not; the gid defaults
 to the passwd entry's (0 when absent); supplementary groups are the groups that list the user by name.
+
+The files belong to the image or the running container, so they are read as data only (never through
+NSS), found by directory fd inside the root (agent/fsroot.py), and only up to ETC_FILE_MAX: a bigger one
+is refused when a name has to be looked up in it and skipped when the ids are numeric. `resolve_user`
+itself is pure (text in, ids out); `resolve_in_root` reads the files and blocks: run it in a thread.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from agent import fsroot
 from agent.errors import InvalidArgument
+
+ETC_FILE_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,44 @@ def _table(text: str, fields: int) -> list[list[str]]:
     return rows
 
 
-def resolve_user(spec: str, passwd: str, group: str) -> ResolvedUser:
-    """`spec` is "", "name", "uid", "name:group", "uid:gid", … ."""
+def read_etc(rootfs: Path, name: str) -> str | None:
+    """/etc/<name> inside `rootfs` as text; "" when absent or unreadable, None when over ETC_FILE_MAX."""
+    try:
+        rootfd = fsroot.open_root(rootfs)
+    except OSError:
+        return ""
+    try:
+        data = fsroot.read_file(rootfd, f"/etc/{name}", ETC_FILE_MAX)
+    except InvalidArgument:  # read_file refuses only a file over the limit
+        return None
+    except OSError:
+        return ""
+    finally:
+        os.close(rootfd)
+    return "" if data is None else data.decode(errors="replace")
+
+
+def resolve_in_root(spec: str, rootfs: Path) -> ResolvedUser:
+    """`resolve_user` against the /etc/passwd and /etc/group of a root filesystem (blocking)."""
+    return resolve_user(spec, read_etc(rootfs, "passwd"), read_etc(rootfs, "group"))
+
+
+def _too_large(name: str, use: str) -> InvalidArgument:
+    return InvalidArgument(f"/etc/{name} in the container is larger than {ETC_FILE_MAX >> 20} MiB; use {use}")
+
+
+def resolve_user(spec: str, passwd: str | None, group: str | None) -> ResolvedUser:
+    """`spec` is "", "name", "uid", "name:group", "uid:gid", … ; a file is None when it was too large to
+    read: that is an error only where a name must be looked up in it."""
     user_part, _, group_part = spec.partition(":")
-    users = _table(passwd, 7)
-    groups = _table(group, 4)
+    if passwd is None and user_part and not user_part.isdigit():
+        raise _too_large("passwd", "a numeric uid")
+    if group is None and (
+        (group_part and not group_part.isdigit()) or (user_part and not user_part.isdigit())
+    ):  # a group name to find, or a user name whose supplementary groups are listed there
+        raise _too_large("group", "a numeric uid and gid (-u UID:GID)")
+    users = _table(passwd or "", 7)
+    groups = _table(group or "", 4)
     uid, gid, name, home = 0, 0, "root", "/root"
     if user_part:
         match = next((u for u in users if u[0] == user_part), None)
