@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Whatever the agent creates is root's alone unless made otherwise on purpose (files containers see
+    # get explicit modes); the data root must never expose image content or secrets (see daemon.py).
+    os.umask(0o077)
     ns = parser().parse_args(argv)
     log.configure(ns.log_level or "info")
     try:

@@ -16,6 +16,9 @@ Example `/etc/dockyard/agent.toml` (every key optional):
     network_pool = "10.211.0.0/16"        # user-defined networks get a /24 of this unless --subnet
     network_name_prefix = "dy-"           # prefix of the bridges and veths the agent creates (max 5)
     network_nft_table = "dockyard"        # our nftables table (family inet)
+    handshake_timeout = 5.0               # seconds a TCP peer has to finish the TLS handshake
+    max_connections = 4096                # TCP connections at once, all peers (at most RLIMIT_NOFILE/4)
+    max_connections_per_peer = 256        # TCP connections at once from one source address
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ class AgentConfig:
     container_log_max_size: int = 10 * 1024 * 1024
     container_log_max_files: int = 3
     stop_timeout: int = 10
+    # TCP listeners (agent/server/connlimit.py): a peer that has not finished its TLS handshake in
+    # handshake_timeout seconds is dropped; connections beyond the caps are refused (unix socket: no cap)
+    handshake_timeout: float = 5.0
+    max_connections: int = 4096
+    max_connections_per_peer: int = 256
 
     def with_overrides(self, **overrides: Any) -> AgentConfig:
         """Return a copy with every non-None override applied (flags beat the file)."""

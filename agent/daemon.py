@@ -12,6 +12,7 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
 from agent.server import status
 from agent.server.build import BuildServicer
+from agent.server.connlimit import ConnectionLimits, ListenerGuard, raise_fd_limit
 from agent.server.containers import ContainersServicer
 from agent.server.events import EventsServicer
 from agent.server.images import ImagesServicer
@@ -50,7 +52,7 @@ from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
 from agent.server.pki import PkiServicer
 from agent.server.system import Counts, SystemServicer
-from agent.server.tls import ReloadableServerCredentials
+from agent.server.tls import ReloadableServerCredentials, Revocations
 from agent.server.transfer import TransferServicer
 from agent.server.volumes import VolumesServicer
 from agent.state.db import Database
@@ -185,6 +187,49 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+PRIVATE_DIR = 0o700
+
+
+def secure_data_root(data_root: Path, *others: Path) -> list[str]:
+    """Make the data root (and a separate exec root) reachable by root only; returns what was changed.
+
+    Why: snapshots and container roots hold setuid binaries and device nodes from images, and
+    dockyard.db holds containers' env secrets (CVE-2021-41091 class). A closed top directory closes
+    everything below it whatever the modes inside (image content keeps its own modes; containers reach
+    their root through a mount, not through this path). The entries right under it are closed too: that
+    is what an older agent left 0755/0644, and the agent's umask (0077) keeps new ones closed.
+    """
+    changed: list[str] = []
+
+    def close(path: Path, mode: int) -> None:
+        current = stat.S_IMODE(path.lstat().st_mode)
+        if current != mode:
+            os.chmod(path, mode)
+            changed.append(f"{path} {current:04o}->{mode:04o}")
+
+    for root in (data_root, *others):
+        root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        close(root, PRIVATE_DIR)
+        for entry in root.iterdir():
+            st = entry.lstat()
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                close(entry, stat.S_IMODE(st.st_mode) & ~0o077)
+    if changed:
+        _log.warning("data_root.permissions_fixed", changed=changed)
+    return changed
+
+
+def _mkdir_reachable(path: Path) -> None:
+    """Create `path` and its missing parents 0755 whatever the umask: the socket's group must reach it."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o755)
+
+
 class DataRootLock:
     """An exclusive flock on the data root so two agents never share one state directory."""
 
@@ -232,6 +277,9 @@ class Agent:
         self._stop = asyncio.Event()
         self._lock = DataRootLock(config.data_root)
         self.components: Components | None = None
+        self.fd_limit = raise_fd_limit()
+        self.limits = ConnectionLimits.from_config(config, self.fd_limit)
+        self.guard = ListenerGuard(f"{config.network_nft_table}-listen", self.limits)
 
     async def _open_listeners(self, server: grpc.aio.Server) -> None:
         if self.config.listen:
@@ -244,7 +292,7 @@ class Agent:
                 self.bound[address] = port
         sock = self.config.socket
         if sock is not None:
-            sock.parent.mkdir(parents=True, exist_ok=True)
+            _mkdir_reachable(sock.parent)
             if sock.exists():
                 if _socket_in_use(sock):
                     raise errors.FailedPrecondition(f"another agent is serving on {sock}")
@@ -266,7 +314,9 @@ class Agent:
         self.credentials.reload()
 
     async def run(self) -> None:
-        self.config.data_root.mkdir(parents=True, exist_ok=True)
+        exec_root = self.config.exec_root
+        outside = (exec_root,) if exec_root is not None and exec_root.parent != self.config.data_root else ()
+        secure_data_root(self.config.data_root, *outside)
         self._lock.acquire()
         try:
             await self._serve()
@@ -278,12 +328,13 @@ class Agent:
         components = Components.build(self.config)
         self.components = components
         server = grpc.aio.server(
-            interceptors=[AgentInterceptor()],
+            interceptors=[AgentInterceptor(Revocations(self.config.tls_dir) if self.config.listen else None)],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                *self.limits.grpc_options(),
             ],
         )
         self.server = server
@@ -292,6 +343,7 @@ class Agent:
         await self._open_listeners(server)
         for hook in components.on_start:
             await hook()
+        await self.guard.start(self.bound.values())
         await server.start()
         if self.config.socket is not None:
             os.chmod(self.config.socket, 0o660)  # root and the socket's group only, like docker.sock
@@ -301,6 +353,7 @@ class Agent:
             "agent.started",
             pid=os.getpid(),
             listen={a: p for a, p in self.bound.items()},
+            fd_limit=self.fd_limit,
             socket=str(self.config.socket) if self.config.socket else None,
             data_root=str(self.config.data_root),
             tls_subject=self.credentials.identity.subject if self.credentials else None,
@@ -314,6 +367,7 @@ class Agent:
         _log.info("agent.stopping", drain_seconds=DRAIN_SECONDS)
         await self.health.enter_graceful_shutdown()
         await server.stop(DRAIN_SECONDS)
+        await self.guard.stop()
         for hook in reversed(components.on_stop):
             try:
                 await hook()

@@ -12,6 +12,9 @@
 # DOCKYARD_CONFIG (/etc/dockyard/agent.toml), DOCKYARD_RUN (/run/dockyard),
 # DOCKYARD_LOG (/var/lib/dockyard/agent.log).
 set -u
+# The data root and the log are root's alone (the agent sets this itself too); the run dir holds the
+# agent's socket, which its group must reach, so it is made 0755 explicitly.
+umask 077
 
 AGENT=${DOCKYARD_AGENT:-/opt/dockyard/venv/bin/dockyard-agent}
 CONFIG=${DOCKYARD_CONFIG:-/etc/dockyard/agent.toml}
@@ -77,7 +80,7 @@ supervise() {
 
 case "${1:-}" in
 run)
-    mkdir -p "$RUN" "$(dirname "$LOG")"
+    mkdir -p "$(dirname "$LOG")" && mkdir -p -m 0755 "$RUN"
     supervise
     ;;
 start)
@@ -85,7 +88,7 @@ start)
         echo "dockyard-supervise: already running (supervisor $(cat "$SUP_PID"))"
         exit 0
     fi
-    mkdir -p "$RUN" "$(dirname "$LOG")"
+    mkdir -p "$(dirname "$LOG")" && mkdir -p -m 0755 "$RUN"
     rm -f "$AGENT_PID"
     setsid "$0" run </dev/null >/dev/null 2>&1 &
     if wait_for 100 alive "$AGENT_PID"; then

@@ -91,6 +91,7 @@ class VolumeManager:
             return self.get(name)
         created = datetime.now(UTC)
         (self.root / name / "_data").mkdir(parents=True, exist_ok=True)
+        (self.root / name / "_data").chmod(0o755)  # as Docker: not the agent's umask (0077)
         self.db.execute(
             "INSERT OR IGNORE INTO volumes_records (name, created_at, labels, anonymous) VALUES (?, ?, ?, ?)",
             (name, created.isoformat(), json.dumps(labels or {}, sort_keys=True), int(anonymous)),

@@ -10,6 +10,12 @@ opened, so nothing can be written outside the snapshot whatever the tarball says
 OCI whiteouts become overlayfs whiteouts: `.wh.NAME` → character device 0:0 `NAME`, `.wh..wh..opq` → the
 parent directory gets `trusted.overlay.opaque=y`. Layer-provided `trusted.overlay.*` xattrs are dropped.
 
+Device nodes are not created (policy): a block or character device from an image would sit in the
+snapshot as a real device file (`brw-rw-rw- 7,0` opens a loop device), and containers never need one —
+the runtime makes `/dev` itself. They are skipped and logged (`unpack.device_skipped`). A character
+device 0:0 is kept: it is an overlayfs whiteout (as tools that tar an overlay upper dir write it) and
+opens nothing.
+
 All functions here block; call them through `asyncio.to_thread` (hashlib and zlib release the GIL, so
 several layers unpack in parallel threads).
 """
@@ -267,6 +273,7 @@ class _Tree:
                         raise
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     nfd = os.open(comp, _O_DIR, dir_fd=fd)
+                    os.fchmod(nfd, 0o755)  # an implied parent: 0755 whatever the agent's umask (0077)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise UnsafeEntry(
@@ -500,6 +507,15 @@ def _apply(
         os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
         return 0
 
+    if (member.ischr() or member.isblk()) and not _is_whiteout_device(member):
+        log.info(
+            "unpack.device_skipped",
+            entry=member.name[:200],
+            type="block" if member.isblk() else "char",
+            device=f"{member.devmajor}:{member.devminor}",
+        )
+        return 0
+
     if member.ischr() or member.isblk() or member.isfifo():
         if member.isfifo():
             os.mkfifo(base, 0o600, dir_fd=pfd)
@@ -515,6 +531,10 @@ def _apply(
 
     log.warning("unpack.entry_skipped", entry=member.name[:200], type=repr(member.type))
     return 0
+
+
+def _is_whiteout_device(member: tarfile.TarInfo) -> bool:
+    return member.ischr() and member.devmajor == 0 and member.devminor == 0
 
 
 def _whiteout(tree: _Tree, parts: list[str], member: tarfile.TarInfo) -> int:

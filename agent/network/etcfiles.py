@@ -79,6 +79,7 @@ def write_in_place(path: Path, text: str) -> None:
     data = text.encode()
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        os.fchmod(fd, 0o644)  # any user in the container reads it, whatever the agent's umask (0077)
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
     finally:

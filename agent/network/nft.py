@@ -268,3 +268,75 @@ async def list_rules(table: str) -> list[Json]:
     except NetworkSetup:
         return []
     return [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
+
+
+# --- the TCP listeners' connection caps (a table of its own: agent/server/connlimit.py owns it) ---------
+
+SHED_PER_PEER = "shed_per_peer"
+SHED_TOTAL = "shed_total"
+
+
+def build_listener_guard(table: str, ports: Iterable[int], per_peer: int, total: int) -> list[Json]:
+    """The nft JSON commands that (re)create `inet <table>`: new TCP connections to `ports` beyond
+    `per_peer` open ones from one source address, or beyond `total` from all, are reset (pure).
+
+    Connections are counted by conntrack (`ct count`, established ones only), so a refused SYN never
+    reaches the agent and costs it no file descriptor; each refusal bumps a named counter.
+    """
+    ident = {"family": "inet", "name": table}
+    commands: list[Json] = [
+        {"add": {"table": ident}},
+        {"delete": {"table": ident}},
+        {"add": {"table": ident}},
+        {"add": {"counter": {"family": "inet", "table": table, "name": SHED_PER_PEER}}},
+        {"add": {"counter": {"family": "inet", "table": table, "name": SHED_TOTAL}}},
+    ]
+    chain = {"family": "inet", "table": table, "name": "input", "type": "filter", "hook": "input"}
+    commands.append({"add": {"chain": {**chain, "prio": -10, "policy": "accept"}}})
+    new_conn = [
+        _eq(_field("tcp", "dport"), {"set": sorted(set(ports))}),
+        _eq({"ct": {"key": "state"}}, "new", "in"),
+    ]
+    reset: Json = {"reject": {"type": "tcp reset"}}
+    for family, addr_type in (("ip", "ipv4_addr"), ("ip6", "ipv6_addr")):
+        peers = f"peers_{family}"
+        commands.append(
+            {
+                "add": {
+                    "set": {
+                        "family": "inet",
+                        "table": table,
+                        "name": peers,
+                        "type": addr_type,
+                        "size": 65535,
+                        "flags": "dynamic",  # nft 1.0.6 refuses the list form for this flag
+                    }
+                }
+            }
+        )
+        per_source: Json = {
+            "set": {
+                "op": "add",
+                "elem": _field(family, "saddr"),
+                "set": f"@{peers}",
+                "stmt": [{"ct count": {"val": per_peer, "inv": True}}],
+            }
+        }
+        expr = [*new_conn, per_source, {"counter": SHED_PER_PEER}, reset]
+        commands.append({"add": {"rule": {"family": "inet", "table": table, "chain": "input", "expr": expr}}})
+    expr = [*new_conn, {"ct count": {"val": total, "inv": True}}, {"counter": SHED_TOTAL}, reset]
+    commands.append({"add": {"rule": {"family": "inet", "table": table, "chain": "input", "expr": expr}}})
+    return commands
+
+
+async def read_counters(table: str) -> dict[str, int]:
+    """Packets counted by each named counter of `inet <table>` (empty when the table is gone)."""
+    try:
+        out = await _nft("list counters", f"list counters table inet {table}".encode())
+    except NetworkSetup:
+        return {}
+    return {
+        item["counter"]["name"]: int(item["counter"]["packets"])
+        for item in json.loads(out)["nftables"]
+        if "counter" in item
+    }

@@ -276,9 +276,40 @@ def test_metadata_is_preserved(tmp_path: Path) -> None:
     assert os.readlink(target / "bin/link") == "owned"
     assert (link.st_uid, link.st_gid, link.st_mtime) == (77, 88, 1_200_000_000)
     assert stat.S_ISFIFO((target / "run/fifo").lstat().st_mode)
-    tty = (target / "dev/tty0").lstat()
-    assert stat.S_ISCHR(tty.st_mode) and (os.major(tty.st_rdev), os.minor(tty.st_rdev)) == (4, 0)
-    assert (tty.st_gid, stat.S_IMODE(tty.st_mode)) == (5, 0o620)
+    assert not (target / "dev/tty0").exists()  # device nodes are skipped by policy (see unpack.py)
+
+
+def test_device_nodes_are_skipped_but_whiteout_devices_kept(tmp_path: Path) -> None:
+    target = tmp_path / "fs"
+    target.mkdir()
+    unpack(
+        make_tar(
+            add("dev/", kind=tarfile.DIRTYPE, mode=0o755),
+            add("dev/loop0", kind=tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o666),
+            add("dev/mem", kind=tarfile.CHRTYPE, devmajor=1, devminor=1, mode=0o666),
+            add("etc/gone", kind=tarfile.CHRTYPE, devmajor=0, devminor=0),  # an overlay upper dir's whiteout
+            add("etc/.wh.motd", data=b""),
+            add("run/fifo", kind=tarfile.FIFOTYPE, mode=0o600),
+        ),
+        target,
+    )
+    assert sorted(os.listdir(target / "dev")) == []
+    for name in ("etc/gone", "etc/motd"):
+        st = (target / name).lstat()
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert stat.S_ISFIFO((target / "run/fifo").lstat().st_mode)
+
+
+def test_implied_parent_directories_are_0755_whatever_the_umask(tmp_path: Path) -> None:
+    target = tmp_path / "fs"
+    target.mkdir()
+    old = os.umask(0o077)
+    try:
+        unpack(make_tar(add("opt/app/data.txt", data=b"x", mode=0o644)), target)
+    finally:
+        os.umask(old)
+    for d in ("opt", "opt/app"):
+        assert stat.S_IMODE((target / d).lstat().st_mode) == 0o755
 
 
 def test_whiteouts_become_overlayfs_whiteouts(tmp_path: Path) -> None:
