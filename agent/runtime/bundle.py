@@ -117,6 +117,7 @@ def prepare(paths: ContainerPaths) -> None:
     for d in (paths.root, paths.rootfs, paths.upper, paths.work, paths.run, paths.exec_root):
         d.mkdir(parents=True, exist_ok=True)
     paths.root.chmod(0o711)
+    paths.upper.chmod(0o755)  # the container's "/" takes the upper dir's mode: not the agent's umask (0077)
 
 
 def mount_rootfs(paths: ContainerPaths, lowerdirs: list[Path]) -> None:
@@ -161,7 +162,10 @@ def read_config(paths: ContainerPaths) -> dict[str, Any]:
 
 
 def write_etc_files(paths: ContainerPaths, hostname: str, *, host_network: bool) -> dict[str, str]:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container; returns target → host path."""
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container; returns target → host path.
+
+    Made 0644 explicitly: any user in the container reads them, whatever the agent's umask (0077).
+    """
     paths.etc("hostname").write_text(hostname + "\n")
     if host_network:
         hosts = _read_or("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -174,6 +178,8 @@ def write_etc_files(paths: ContainerPaths, hostname: str, *, host_network: bool)
         # no network: keep search/options lines, nameservers would be unreachable anyway
         resolv = "".join(line + "\n" for line in resolv.splitlines() if not line.startswith("nameserver"))
     paths.etc("resolv.conf").write_text(resolv)
+    for name in ("hostname", "hosts", "resolv.conf"):
+        paths.etc(name).chmod(0o644)
     return {f"/etc/{n}": str(paths.etc(n)) for n in ("hostname", "hosts", "resolv.conf")}
 
 
