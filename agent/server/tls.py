@@ -155,13 +155,20 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
 
 def verify_crl(crl_pem: bytes, anchors: list[x509.Certificate]) -> x509.CertificateRevocationList:
     """Parse a CRL and check it is signed by one of `anchors`; PermissionDenied if not."""
+    return verify_crl_signer(crl_pem, anchors)[0]
+
+
+def verify_crl_signer(
+    crl_pem: bytes, anchors: list[x509.Certificate]
+) -> tuple[x509.CertificateRevocationList, x509.Certificate]:
+    """`verify_crl`, also returning the anchor that signed the list."""
     try:
         crl = x509.load_pem_x509_crl(crl_pem)
     except ValueError as exc:
         raise errors.InvalidArgument(f"unreadable PEM certificate revocation list: {exc}") from exc
     for anchor in anchors:
         if crl.issuer == anchor.subject and crl.is_signature_valid(anchor.public_key()):  # type: ignore[arg-type]
-            return crl
+            return crl, anchor
     trusted = ", ".join(f"CN={common_name(a.subject)}" for a in anchors)
     raise errors.PermissionDenied(
         f"the revocation list of CN={common_name(crl.issuer)} is not signed by a CA this agent trusts "
@@ -171,7 +178,7 @@ def verify_crl(crl_pem: bytes, anchors: list[x509.Certificate]) -> x509.Certific
 
 @dataclass(frozen=True)
 class _RevokedSet:
-    issuer: x509.Name | None
+    signer: x509.Certificate | None  # the CA whose certificates the list revokes
     serials: frozenset[int]
 
 
@@ -192,7 +199,7 @@ class Revocations:
         self.tls_dir = tls_dir
         self._key: tuple[tuple[int, int, int], ...] | None = None
         self._revoked = _NO_CRL
-        self._peers: dict[bytes, tuple[x509.Name, int, str]] = {}
+        self._peers: dict[bytes, tuple[x509.Certificate, int, str]] = {}
 
     def _stamp(self) -> tuple[tuple[int, int, int], ...]:
         out = []
@@ -218,19 +225,19 @@ class Revocations:
         except FileNotFoundError:
             return _NO_CRL
         try:
-            crl = verify_crl(crl_pem, load_anchors(self.tls_dir))
+            crl, signer = verify_crl_signer(crl_pem, load_anchors(self.tls_dir))
         except errors.AgentError as exc:
             _log.warning("tls.crl_ignored", reason=exc.message)
             return _NO_CRL
         revoked = frozenset(r.serial_number for r in crl)
         _log.info("tls.crl_loaded", crl_number=crl_number(crl), revoked=len(revoked))
-        return _RevokedSet(crl.issuer, revoked)
+        return _RevokedSet(signer, revoked)
 
-    def _peer(self, cert_pem: bytes) -> tuple[x509.Name, int, str]:
+    def _peer(self, cert_pem: bytes) -> tuple[x509.Certificate, int, str]:
         found = self._peers.get(cert_pem)
         if found is None:
             cert = x509.load_pem_x509_certificate(cert_pem)
-            found = (cert.issuer, cert.serial_number, common_name(cert.subject))
+            found = (cert, cert.serial_number, common_name(cert.subject))
             if len(self._peers) >= self._CACHE_MAX:
                 self._peers.clear()
             self._peers[cert_pem] = found
@@ -241,8 +248,9 @@ class Revocations:
         revoked = self._current()
         if not revoked.serials:
             return
-        issuer, serial, cn = self._peer(cert_pem)
-        if serial in revoked.serials and issuer == revoked.issuer:
+        cert, serial, cn = self._peer(cert_pem)
+        # Same serial and issued by the list's signer (by key: a rotated CA keeps its name).
+        if serial in revoked.serials and revoked.signer and issuing_anchor(cert, [revoked.signer]):
             raise errors.PermissionDenied(f"certificate {serial:x} (CN={cn}) is revoked")
 
 

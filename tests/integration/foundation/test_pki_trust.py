@@ -10,11 +10,13 @@ import datetime as dt
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.api.v1 import pki_pb2, pki_pb2_grpc, system_pb2, system_pb2_grpc
 from controller import pki
@@ -77,7 +79,7 @@ def test_a_client_cannot_make_the_agent_trust_its_own_ca(
         cert = pki.sign_csr(evil_ca, csr.csr_pem, role=pki.ROLE_AGENT, sans=["127.0.0.1"])
         for ca_pem in (evil_ca.cert_pem, (fleet_pki.config_dir / "ca.pem").read_bytes()):
             request = pki_pb2.InstallCertificateRequest(certificate_pem=pki.cert_pem(cert), ca_pem=ca_pem)
-            err = _refused(lambda r=request: stub.InstallCertificate(r))
+            err = _refused(partial(stub.InstallCertificate, request))
             assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err.details()
             assert "trust" in (err.details() or "") and "rotate-ca" in (err.details() or "")
         # A new CA "cross-signed" by itself proves nothing either.
@@ -108,6 +110,7 @@ def test_a_certificate_of_the_right_ca_must_still_be_right(
     with _pki_stub(agent.port, fleet_pki.config_dir) as stub:
         csr = stub.CreateCsr(pki_pb2.CreateCsrRequest(common_name="agent", names=["127.0.0.1"]))
         pending = x509.load_pem_x509_csr(csr.csr_pem).public_key()
+        assert isinstance(pending, ec.EllipticCurvePublicKey)
         past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
         cases = {
             "wrong role": (
@@ -116,7 +119,7 @@ def test_a_certificate_of_the_right_ca_must_still_be_right(
                 "not an agent certificate",
             ),
             "expired": (
-                pki.sign(ca, pending, common_name="agent", role=pki.ROLE_AGENT, days=2, not_before=past),  # type: ignore[arg-type]
+                pki.sign(ca, pending, common_name="agent", role=pki.ROLE_AGENT, days=2, not_before=past),
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "not valid now",
             ),
@@ -127,8 +130,10 @@ def test_a_certificate_of_the_right_ca_must_still_be_right(
             ),
         }
         for what, (cert, code, reason) in cases.items():
-            request = pki_pb2.InstallCertificateRequest(certificate_pem=pki.cert_pem(cert), ca_pem=ca.cert_pem)
-            err = _refused(lambda r=request: stub.InstallCertificate(r))
+            request = pki_pb2.InstallCertificateRequest(
+                certificate_pem=pki.cert_pem(cert), ca_pem=ca.cert_pem
+            )
+            err = _refused(partial(stub.InstallCertificate, request))
             assert (err.code(), reason in (err.details() or "")) == (code, True), (what, err.details())
         # The right certificate is still accepted after all that.
         good = pki.sign_csr(ca, csr.csr_pem, role=pki.ROLE_AGENT, sans=["127.0.0.1"], days=30)
