@@ -251,6 +251,7 @@ class _Copier:
             path = resolve_in_root(self.rootfs, current)
             if not os.path.lexists(path):
                 os.makedirs(path, 0o755)  # a symlink may have pointed several levels down
+                os.chmod(path, 0o755)  # not the agent's umask (0077)
                 if i == len(parts) - 1 and leaf_owner is not None:
                     os.chown(path, *leaf_owner)
             elif not path.is_dir():
