@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent import AgentProcess, FleetPki, run_cli, wait_for
+from tests.support.agent import CLI_BIN, AgentProcess, FleetPki, run_cli, wait_for
 from tests.support.images import busybox_rootfs_tar
 from tests.support.oci_layout import OciLayout, tar_of
 from tests.support.registry import RegistryServer, running_registry, skopeo
@@ -173,6 +173,39 @@ def test_pull_that_does_not_fit_then_prune_makes_room_without_restart(
     ok(cli("import", str(busybox), "small:1"))
     assert "small" in ok(cli("images")).stdout
     assert agent.running
+
+
+def test_a_build_killed_while_writing_its_layer_leaves_a_temp_file_that_start_up_removes(
+    agent_factory: Callable[..., AgentProcess], fleet_pki: FleetPki, tmp_path: Path
+) -> None:
+    agent = agent_factory("builder")
+    cli = cli_for(fleet_pki, agent)
+    ok(cli("import", str(busybox_rootfs_tar(tmp_path / "busybox.tar")), "busybox:test"))
+    context = tmp_path / "context"
+    context.mkdir()
+    # 48 MB that gzip cannot shrink: writing the step's layer takes long enough to be killed in the middle.
+    (context / "Dockerfile").write_text("FROM busybox:test\nRUN head -c 48000000 /dev/urandom > /big\n")
+    ingest = agent.data_root / "content" / "ingest"
+
+    def writing_layer() -> list[Path]:
+        return [p for p in ingest.iterdir() if p.name.startswith(".build-") and p.stat().st_size > 0]
+
+    build = subprocess.Popen(
+        [CLI_BIN, "-H", agent.unix_target, "build", str(context)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DOCKYARD_CONFIG_DIR": str(fleet_pki.config_dir)},
+    )
+    try:
+        left = wait_for(writing_layer, 120, "the build to write its layer", interval=0.01)
+        agent.kill()
+    finally:
+        build.kill()
+        build.wait()
+    assert all(p.exists() for p in left)  # what a killed build leaves (the issue saw 203 MB of these)
+    agent.start()
+    assert not any(p.exists() for p in left)
+    assert df(cli)["content"]["partial_size"] == 0
 
 
 def test_leftovers_of_killed_builds_and_commits_are_counted_pruned_and_removed_at_start(
