@@ -137,6 +137,7 @@ LONG = "h" * 300
             ["run", "-c", "99999999999999999999", IMAGE, "true"],
             "error: --cpu-shares: 99999999999999999999 is out of range",
         ),
+        (["run", "-c", "300000", IMAGE, "true"], "--cpu-shares 300000 is outside 2..262144"),
         (
             ["run", "-m", HUGE, IMAGE, "true"],
             f"invalid --memory value '{HUGE}': out of range (max 9223372036854775807 bytes)",
@@ -160,6 +161,7 @@ LONG = "h" * 300
         "stop-timeout",
         "health-retries",
         "cpu-shares",
+        "cpu-shares-kernel",
         "memory",
         "hostname",
         "volume-flag",
