@@ -13,6 +13,7 @@ Docker users do in practice and never above what the kernel itself accepts:
     argv + env of a container, all told    1 MiB                  half the kernel's usual ARG_MAX (2 MiB);
                                                                   the image's own env and entrypoint add to it
     hostname                               64 bytes, labels ≤ 63  the kernel's HOST_NAME_MAX; RFC 1123
+    network alias                          253 bytes, labels ≤ 63 RFC 1123 (it goes to /etc/hosts)
     container and volume names             128 characters         Docker's charset; a volume name is a
                                                                   directory name (NAME_MAX 255)
     a container's whole config             2 MiB                  what is left (mounts, ports, …) stays small
@@ -43,6 +44,7 @@ ARG_STRING_BYTES = 128 * KiB
 ARGV_ENV_BYTES = 1 * MiB
 HOSTNAME_BYTES = 64
 HOSTNAME_LABEL_BYTES = 63
+DNS_NAME_BYTES = 253
 NAME_CHARS = 128
 CONTAINER_CONFIG_BYTES = 2 * MiB
 DOCKERFILE_LINE_BYTES = 1 * MiB
@@ -108,17 +110,24 @@ def check_argv_env(
 
 def check_hostname(hostname: str, flag: str = "--hostname") -> None:
     """The kernel takes at most 64 bytes; each dot-separated label is RFC 1123 (1-63 characters)."""
-    if not hostname:
+    _check_dns_name(hostname, flag, HOSTNAME_BYTES)
+
+
+def check_network_alias(alias: str, flag: str = "--network-alias") -> None:
+    """A DNS name other containers resolve (it is written to their /etc/hosts): RFC 1123, 253 at most."""
+    _check_dns_name(alias, flag, DNS_NAME_BYTES)
+
+
+def _check_dns_name(name: str, flag: str, limit: int) -> None:
+    if not name:
         return
-    size = _utf8(hostname)
-    if size > HOSTNAME_BYTES:
-        raise InvalidArgument(
-            f"invalid {flag} {hostname[:80]!r}…: {size} characters, over the limit of {HOSTNAME_BYTES}"
-        )
-    for label in hostname.split("."):
+    size = _utf8(name)
+    if size > limit:
+        raise InvalidArgument(f"invalid {flag} {name[:80]!r}…: {size} characters, over the limit of {limit}")
+    for label in name.split("."):
         if not _HOSTNAME_LABEL_RE.match(label) or len(label) > HOSTNAME_LABEL_BYTES:
             raise InvalidArgument(
-                f"invalid {flag} {hostname!r}: each dot-separated part must be 1-{HOSTNAME_LABEL_BYTES} "
+                f"invalid {flag} {name!r}: each dot-separated part must be 1-{HOSTNAME_LABEL_BYTES} "
                 "letters, digits, '-' or '_', not starting or ending with '-'"
             )
 

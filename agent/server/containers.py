@@ -111,6 +111,8 @@ def _check_limits(cfg: pb.ContainerConfig) -> None:
     limits.check_labels(cfg.labels)
     limits.check_argv_env(cfg.command.values, cfg.entrypoint.values, cfg.env)
     limits.check_hostname(cfg.hostname)
+    for alias in cfg.network_aliases:
+        limits.check_network_alias(alias)
     limits.check_range("--pids-limit", cfg.pids_limit, -limits.INT64_MAX - 1, limits.PIDS_LIMIT_MAX)
     if cfg.HasField("stop_timeout"):
         limits.check_range("--stop-timeout", cfg.stop_timeout, 0, limits.INT32_MAX)

@@ -130,6 +130,8 @@ class NetworksServicer(networks_pb2_grpc.NetworksServicer):
         self, request: networks_pb2.ConnectNetworkRequest, context: grpc.aio.ServicerContext
     ) -> networks_pb2.ConnectNetworkResponse:
         network = _required(request.network, "network name")
+        for alias in request.aliases:
+            limits.check_network_alias(alias, "--alias")
         ep = await self._networks.connect(
             network, _required(request.container, "container"), _ip(request.ip), tuple(request.aliases)
         )

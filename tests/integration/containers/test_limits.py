@@ -144,6 +144,7 @@ LONG = "h" * 300
         ),
         (["run", "-h", LONG, IMAGE, "true"], "invalid --hostname 'hhhh"),
         (["run", "-v", f"{LONG}:/data", IMAGE, "true"], "-v volume name 'hhhh"),
+        (["run", "--network-alias", "db\n10.0.0.9 bank", IMAGE, "true"], "invalid --network-alias 'db\\n10"),
         (["volume", "create", LONG], "volume name 'hhhh"),
         (["create", "--name", "n" * 200, IMAGE, "true"], "over the limit of 128"),
         (
@@ -165,6 +166,7 @@ LONG = "h" * 300
         "memory",
         "hostname",
         "volume-flag",
+        "alias-newline",
         "volume-create",
         "name",
         "stop-time",

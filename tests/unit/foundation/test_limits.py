@@ -75,6 +75,15 @@ def test_bad_hostnames_are_refused(name: str, message: str) -> None:
         run_options(_config(hostname=name))
 
 
+def test_network_aliases_cannot_inject_lines_into_etc_hosts() -> None:
+    opts = run_options(_config(network_aliases=["db", "db.internal.example"]))
+    assert opts.network_aliases == ("db", "db.internal.example")
+    with pytest.raises(InvalidArgument, match=r"invalid --network-alias 'db\\n10.0.0.9 bank'"):
+        run_options(_config(network_aliases=["db\n10.0.0.9 bank"]))
+    with pytest.raises(InvalidArgument, match="254 characters, over the limit of 253"):
+        limits.check_network_alias(".".join(["a" * 63] * 3 + ["b" * 62]))
+
+
 def test_names_are_bounded() -> None:
     assert check_name("c" * 128) == "c" * 128
     with pytest.raises(InvalidArgument, match=r"container name .*129 characters, over the limit of 128"):
