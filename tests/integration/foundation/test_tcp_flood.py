@@ -10,6 +10,7 @@ calls the agent, and the agent logs the connections it shed.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -157,3 +158,10 @@ def test_limits_keep_most_fds_for_the_agent() -> None:
     assert dict(limits.grpc_options())["grpc.max_allowed_incoming_connections"] == 1024
     tiny = ConnectionLimits.from_config(AgentConfig(max_connections_per_peer=9999), fd_limit=400)
     assert (tiny.total, tiny.per_peer) == (100, 100)
+
+
+def test_a_peer_that_never_handshakes_is_dropped(agent: AgentProcess) -> None:
+    """The handshake deadline (5 s) and not gRPC's default (120 s) decides how long it holds an fd."""
+    with socket.create_connection(("127.0.0.1", agent.port)) as idle:
+        idle.settimeout(30)
+        assert idle.recv(1) == b"", "the agent closes a connection that never starts its TLS handshake"
