@@ -155,6 +155,8 @@ def test_pull_that_does_not_fit_then_prune_makes_room_without_restart(
     assert agent.proc is not None
     ref = f"{registry.host}/test/huge:1"
     layer_size = huge.layers[0]["size"]
+    busybox = busybox_rootfs_tar(tmp_path / "busybox.tar")
+    ok(cli("import", str(busybox), "busybox:1"))
 
     first = assert_no_space(cli("pull", ref), tmpfs_root)
     assert "needs 8" in first  # the layer's size: 83.9MB
@@ -164,14 +166,15 @@ def test_pull_that_does_not_fit_then_prune_makes_room_without_restart(
     partial = df(cli)["content"]["partial_size"]
     assert 32 << 20 < partial < layer_size
     assert "Partial data" in ok(cli("system", "df")).stdout
-    busybox = busybox_rootfs_tar(tmp_path / "busybox.tar")
     assert_no_space(cli("import", str(busybox), "small:1"), tmpfs_root)
+    assert_no_space(cli("run", "--rm", "busybox:1", "true"), tmpfs_root)
 
     pruned = ok(cli("image", "prune", "-f"))
     assert "Total reclaimed space: 0B" not in pruned.stdout, pruned.stdout
     assert df(cli)["content"]["partial_size"] == 0
     ok(cli("import", str(busybox), "small:1"))
     assert "small" in ok(cli("images")).stdout
+    assert ok(cli("run", "--rm", "busybox:1", "echo", "room again")).stdout.strip() == "room again"
     assert agent.running
 
 
