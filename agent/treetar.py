@@ -14,15 +14,17 @@ Extraction: block and character devices are skipped and logged (the agent's poli
 from outside under its data root; a container that needs one gets it from the runtime). Every member's
 parent directory is resolved inside the root starting at the destination (existing symlinks followed as
 the container would, never out of the root; missing directories made 0755 root), then the member is
-made there by name with no-follow calls. A name with `..` is refused; an existing non-directory is
-replaced, an existing directory is merged into and never replaced by a non-directory. Hard links point
-at entries resolved the same way. Blocking: run in a thread.
+made there by name with no-follow calls. The stream's root entry ("./") is skipped: the destination
+keeps its owner and mode, as with docker. A name that climbs out with `..` is refused; an existing
+non-directory is replaced, an existing directory is merged into and never replaced by a non-directory.
+Hard links point at entries resolved the same way. Blocking: run in a thread.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -159,12 +161,14 @@ def write_path(out: BinaryIO, rootfd: int, path: str) -> None:
 
 
 def _parts(name: str, what: str) -> list[str]:
+    """The components of a member name (or hard link target) relative to the destination; a name that
+    climbs out of it with `..` is refused (one that climbs and comes back in is fine)."""
     if "\x00" in name:
-        raise Refused(f"{what} {name[:200]!r} contains NUL")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise Refused(f"refusing {what} {name[:200]!r}: it climbs out of the destination with '..'")
-    return parts
+        raise Refused(f"{what} contains NUL; refused")
+    norm = posixpath.normpath(name.lstrip("/") or ".")
+    if norm == ".." or norm.startswith("../"):
+        raise Refused(f"{what} points outside the archive's destination; refused")
+    return [p for p in norm.split("/") if p not in ("", ".")]
 
 
 @dataclass
@@ -248,20 +252,12 @@ class Extractor:
         os.unlink(base, dir_fd=pfd)
 
     def member(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        parts = self._name(member.name, "entry")
+        parts = self._name(member.name, f"entry {member.name[:200]}")
         uid, gid = self.owner or (member.uid, member.gid)
         mode = self.mode if self.mode is not None else member.mode & 0o7777
         ns = int(float(member.mtime) * 1_000_000_000)
-        if not parts:  # the destination itself ("./")
-            if member.isdir():
-                fd = fsroot.resolve(self.rootfd, self.dest, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fchown(fd, uid, gid)
-                    os.fchmod(fd, mode)
-                finally:
-                    os.close(fd)
-                self._dirs.append(([], ns))
-            return
+        if not parts:
+            return  # the destination itself ("./"): it exists and keeps its owner and mode, as in docker
         base = parts[-1]
         path = self._path(parts)
         pfd = self._dir(parts[:-1])
@@ -327,20 +323,22 @@ class Extractor:
         # other types (sockets cannot be in a tar; unknown types): nothing to make
 
     def _hardlink(self, member: tarfile.TarInfo, pfd: int, base: str, path: str) -> None:
-        tparts = self._name(member.linkname, "hard link target")
+        link = f"hard link {member.name[:200]} -> {member.linkname[:200]}"
+        tparts = self._name(member.linkname, link)
         if not tparts:
-            raise Refused(f"hard link {path} points at the destination directory")
+            raise Refused(f"{link}: the target is the archive's destination directory; refused")
+        missing = Refused(f"{link}: the target is not in the archive (or comes after the link)")
         try:
             tfd = fsroot.resolve(self.rootfd, self._path(tparts[:-1]))
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise Refused(f"hard link {path}: its target {member.linkname!r} does not exist") from exc
+            raise missing from exc
         try:
             try:
                 tst = fsroot.lstat(tfd, tparts[-1])
             except FileNotFoundError as exc:
-                raise Refused(f"hard link {path}: its target {member.linkname!r} does not exist") from exc
+                raise missing from exc
             if stat.S_ISDIR(tst.st_mode):
-                raise Refused(f"hard link {path}: its target {member.linkname!r} is a directory")
+                raise Refused(f"{link}: the target is a directory")
             if (tst.st_dev, tst.st_ino) == _ino(pfd, base):
                 return
             self._clear(pfd, base, path)
@@ -353,15 +351,8 @@ class Extractor:
         self.close()
         for parts, ns in sorted(self._dirs, key=lambda item: len(item[0]), reverse=True):
             try:
-                pfd = self._dir(parts[:-1]) if parts else None
-                if pfd is None:
-                    fd = fsroot.resolve(self.rootfd, self.dest)
-                    try:
-                        os.utime(f"/proc/self/fd/{fd}", ns=(ns, ns))
-                    finally:
-                        os.close(fd)
-                else:
-                    os.utime(parts[-1], ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+                pfd = self._dir(parts[:-1])
+                os.utime(parts[-1], ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
             except (OSError, InvalidArgument):
                 continue
         self.close()
@@ -375,12 +366,20 @@ def _ino(dirfd: int, name: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def extract(src: BinaryIO, rootfd: int, dest: str = "/", rename: str | None = None) -> int:
+def extract(
+    src: BinaryIO,
+    rootfd: int,
+    dest: str = "/",
+    rename: str | None = None,
+    *,
+    owner: tuple[int, int] | None = None,
+    mode: int | None = None,
+) -> int:
     """Unpack a tar stream (plain or compressed) below `dest` inside the root; returns file bytes written.
 
     A member that cannot be extracted stops it with `Refused` (what was extracted before stays);
     a corrupt stream is InvalidArgument."""
-    ex = Extractor(rootfd, dest, rename)
+    ex = Extractor(rootfd, dest, rename, owner, mode)
     try:
         try:
             tf = tarfile.open(fileobj=src, mode="r|*", encoding="utf-8", errors="surrogateescape")  # type: ignore[call-overload]

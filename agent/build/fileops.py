@@ -26,16 +26,17 @@ import os
 import posixpath
 import shutil
 import stat
-import tarfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import fsroot, treetar
 from agent.build.dockerignore import glob_regex
 from agent.errors import InvalidArgument
 
 _MAX_LINKS = 40
+ETC_FILE_MAX = 1 << 20  # /etc/passwd and /etc/group are read whole: bounded (a hostile image's may be huge)
 _GLOB_CHARS = frozenset("*?[")
 _ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
@@ -198,26 +199,43 @@ def _lookup(text: str, name: str) -> int | None:
     return None
 
 
-def parse_chown(spec: str, passwd: str, group: str) -> tuple[int, int]:
-    """`--chown=user[:group]` against the image's passwd/group files; a lone user sets gid = uid."""
+def parse_chown(spec: str, passwd: str | None, group: str | None) -> tuple[int, int]:
+    """`--chown=user[:group]` against the image's passwd/group files (None: too large to read); a lone
+    user sets gid = uid."""
     user, _, grp = spec.partition(":")
-    uid = int(user) if user.isdigit() else _lookup(passwd, user)
+    for text, what, part in ((passwd, "passwd", user), (group, "group", grp)):
+        if text is None and part and not part.isdigit():
+            raise InvalidArgument(
+                f"--chown={spec}: the image's /etc/{what} is larger than {ETC_FILE_MAX >> 20} MiB; "
+                "use numeric ids"
+            )
+    uid = int(user) if user.isdigit() else _lookup(passwd or "", user)
     if uid is None:
         raise InvalidArgument(f"--chown={spec}: unable to find user {user} in the image's /etc/passwd")
     if not grp:
         return uid, uid
-    gid = int(grp) if grp.isdigit() else _lookup(group, grp)
+    gid = int(grp) if grp.isdigit() else _lookup(group or "", grp)
     if gid is None:
         raise InvalidArgument(f"--chown={spec}: unable to find group {grp} in the image's /etc/group")
     return uid, gid
 
 
-def read_etc(rootfs: Path, name: str) -> str:
-    """/etc/<name> of a rootfs (symlinks followed inside it), "" when absent."""
+def read_etc(rootfs: Path, name: str) -> str | None:
+    """/etc/<name> of a rootfs read as data (by directory fd, bounded; never through NSS): "" when
+    absent, None when too large to read (over ETC_FILE_MAX)."""
     try:
-        return resolve_in_root(rootfs, f"/etc/{name}").read_text(errors="replace")
-    except (OSError, InvalidArgument):
+        rootfd = fsroot.open_root(rootfs)
+    except OSError:
         return ""
+    try:
+        data = fsroot.read_file(rootfd, f"/etc/{name}", ETC_FILE_MAX)
+    except InvalidArgument:  # only a file over the limit
+        return None
+    except OSError:
+        return ""
+    finally:
+        os.close(rootfd)
+    return "" if data is None else data.decode(errors="replace")
 
 
 # ---- copying -----------------------------------------------------------------------------------------
@@ -319,79 +337,23 @@ def is_archive(path: Path) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _hard_link(
-    archive_name: str, member: tarfile.TarInfo, rootfs: Path, dest_rel: str, target: Path, copier: _Copier
-) -> None:
-    """A hard link of the archive: its target is a path of the archive itself, so it must stay inside the
-    destination (a `..` that climbs out is refused, as Docker does) and exist (extracted earlier)."""
-    link = f"{archive_name}: hard link {member.name} -> {member.linkname}"
-    norm = posixpath.normpath(member.linkname.lstrip("/") or ".")
-    if norm == ".." or norm.startswith("../"):
-        raise InvalidArgument(f"{link} points outside the archive's destination; refused")
-    source = resolve_in_root(rootfs, "/".join([dest_rel.rstrip("/"), norm]), follow_last=False)
-    if not os.path.lexists(source):
-        raise InvalidArgument(f"{link}: the target is not in the archive (or comes after the link)")
-    if os.path.isdir(source) and not os.path.islink(source):
-        raise InvalidArgument(f"{link}: the target is a directory")
-    copier._clear(target, is_dir=False)
-    os.link(source, target, follow_symlinks=False)
-
-
 def extract_archive(archive: Path, rootfs: Path, dest_rel: str, options: CopyOptions) -> None:
-    """Unpack a local tar (any supported compression) into `dest_rel` inside the rootfs, like `tar -x`."""
-    copier = _Copier(rootfs, CopyOptions(owner=options.owner, keep_owner=True, mode=options.mode))
-    copier.ensure_dir(dest_rel)
+    """Unpack a local tar (any supported compression) into `dest_rel` inside the rootfs, like `tar -x`.
+
+    By directory fd (`agent.treetar`): a symlink, whether in the rootfs or made by the archive itself,
+    is followed inside the rootfs only, and nothing is ever changed through one (a hard link to a
+    symlink, a directory entry over one); names with `..` are refused, saying why."""
+    _Copier(rootfs, CopyOptions()).ensure_dir(dest_rel)
+    rootfd = fsroot.open_root(rootfs)
     try:
-        tf = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise InvalidArgument(f"cannot read archive {archive.name}: {exc}") from None
-    dir_times: list[tuple[Path, float]] = []
-    with tf:
-        try:
-            for member in tf:
-                parts = [p for p in _split(member.name) if p != ".."]
-                if not parts:
-                    continue
-                parent_rel = "/".join([dest_rel.rstrip("/"), *parts[:-1]])
-                parent = copier.ensure_dir(parent_rel)
-                target = parent / parts[-1]
-                owner = options.owner or (member.uid, member.gid)
-                if member.isdir():
-                    if os.path.lexists(target) and not target.is_dir():
-                        os.unlink(target)
-                    if not os.path.lexists(target):
-                        os.mkdir(target, 0o700)
-                    dir_times.append((target, float(member.mtime)))
-                elif member.isreg():
-                    copier._clear(target, is_dir=False)
-                    src = tf.extractfile(member)
-                    assert src is not None
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                elif member.issym():
-                    copier._clear(target, is_dir=False)
-                    os.symlink(member.linkname, target)
-                elif member.islnk():
-                    _hard_link(archive.name, member, rootfs, dest_rel, target, copier)
-                elif member.isfifo() or member.ischr() or member.isblk():
-                    copier._clear(target, is_dir=False)
-                    kind = (
-                        stat.S_IFIFO if member.isfifo() else stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                    )
-                    os.mknod(target, kind | 0o600, os.makedev(member.devmajor, member.devminor))
-                else:
-                    continue
-                os.chown(target, *owner, follow_symlinks=False)
-                if not member.issym():
-                    mode = options.mode if options.mode is not None else member.mode & 0o7777
-                    os.chmod(target, mode)
-                    if not member.isdir():
-                        os.utime(target, (member.mtime, member.mtime))
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"archive {archive.name} is corrupt: {exc}") from None
-    for path, mtime in reversed(dir_times):
-        os.utime(path, (mtime, mtime))
+        with open(archive, "rb") as src:
+            treetar.extract(src, rootfd, dest_rel, owner=options.owner, mode=options.mode)
+    except treetar.Refused as exc:
+        raise InvalidArgument(f"{archive.name}: {exc}") from None
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"archive {archive.name} is corrupt: {exc}") from None
+    finally:
+        os.close(rootfd)
 
 
 def copy_into(

@@ -1,10 +1,12 @@
 """A named volume's files as a tar stream, out of one agent and into another (the data of `dockyard move`).
 
-Export writes the volume directory (`<data_root>/volumes/<name>/_data`) as a PAX tar with numeric owners,
-modes, mtimes and symlinks as they are; import creates the volume and unpacks the stream into it with
-tarfile's `tar` filter (no absolute paths, nothing resolving outside the volume, no setuid bits), keeping
-owners. An import into a volume that already holds files is refused before anything is written, and a
-failed import removes the volume it created, so a target never keeps half of a volume.
+Export writes the volume directory (`<data_root>/volumes/<name>/_data`) as a PAX tar with numeric owners
+(no names), modes, mtimes and symlinks as they are; import creates the volume and unpacks the stream into
+it, keeping numeric owners and every mode bit. Both go through `agent.treetar`, by directory fd below the
+volume's directory: containers using the volume may change it meanwhile, and no symlink in it, planted
+or streamed, ever leads outside (nor is any user or group name looked up). An import into a volume that
+already holds files is refused before anything is written, and a failed import removes the volume it
+created, so a target never keeps half of a volume.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-import tarfile
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
 import agent.log
+from agent import fsroot, treetar
 from agent.containers.volumes import Volume, VolumeManager
 from agent.errors import AlreadyExists, InvalidArgument
 from agent.images.streams import read_in_thread, written_in_thread
@@ -27,30 +29,24 @@ log = agent.log.get(__name__)
 
 
 def _write_tar(root: Path, out: BinaryIO) -> None:
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for dirpath, dirnames, filenames in os.walk(root):  # symlinked directories are not followed
-            dirnames.sort()
-            for name in [*dirnames, *sorted(filenames)]:
-                path = Path(dirpath) / name
-                tf.add(path, arcname=str(path.relative_to(root)), recursive=False)
-
-
-def _keep_mode(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's `tar` filter (paths stay inside `dest`) without its mode changes: a volume keeps its
-    sticky, setgid and group-writable bits."""
-    return tarfile.tar_filter(member, dest).replace(mode=member.mode, deep=False)
+    fd = os.open(root, fsroot.O_DIR)
+    try:
+        with treetar.open_writer(out) as tf:
+            treetar.TreeWriter(tf).tree(fd, "")
+    finally:
+        os.close(fd)
 
 
 def _read_tar(src: BinaryIO, root: Path) -> int:
-    total = 0
+    rootfd = fsroot.open_root(root)
     try:
-        with tarfile.open(fileobj=src, mode="r|") as tf:
-            for member in tf:
-                tf.extract(member, root, numeric_owner=True, filter=_keep_mode)
-                total += member.size if member.isfile() else 0
-    except (tarfile.TarError, ValueError) as exc:
+        return treetar.extract(src, rootfd)
+    except treetar.Refused:
+        raise
+    except InvalidArgument as exc:
         raise InvalidArgument(f"the volume data is not a valid tar stream: {exc}") from exc
-    return total
+    finally:
+        os.close(rootfd)
 
 
 class VolumeArchive:

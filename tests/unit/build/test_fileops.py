@@ -182,25 +182,45 @@ def test_add_extracts_local_archives(tmp_path: Path, rootfs: Path) -> None:
 
 def test_hostile_archive_stays_inside_the_rootfs(tmp_path: Path, rootfs: Path) -> None:
     outside = tmp_path / "outside-marker"
-    archive = tmp_path / "evil.tar"
+    cases = {
+        "climbs": ([info("../../outside-marker")], "points outside the archive's destination; refused"),
+        "up": ([info("up", tarfile.SYMTYPE, str(tmp_path)), info("up/outside-marker")], "not a directory"),
+    }
+    for name, (members, reason) in cases.items():
+        archive = tmp_path / f"{name}.tar"
+        archive.write_bytes(tar_bytes(members, {m.name: b"x" for m in members if m.isreg()}, mode="w"))
+        with pytest.raises(InvalidArgument, match=reason):
+            fileops.extract_archive(archive, rootfs, "/dest", CopyOptions())
+    assert not outside.exists()
+    archive = tmp_path / "abs.tar"
     archive.write_bytes(
-        tar_bytes(
-            [
-                info("../../outside-marker"),
-                info("up", tarfile.SYMTYPE, str(tmp_path)),
-                info("up/outside-marker"),
-                info("abs", tarfile.SYMTYPE, "/"),
-                info("abs/etc/evil"),
-            ],
-            {"../../outside-marker": b"x", "up/outside-marker": b"y", "abs/etc/evil": b"z"},
-            mode="w",
-        )
+        tar_bytes([info("abs", tarfile.SYMTYPE, "/"), info("abs/etc/evil")], {"abs/etc/evil": b"z"}, mode="w")
     )
     fileops.extract_archive(archive, rootfs, "/dest", CopyOptions())
-    assert not outside.exists()
     assert (rootfs / "etc" / "evil").read_bytes() == b"z"  # "/" of the archive's symlink is the rootfs
-    assert (rootfs / "dest" / "outside-marker").read_bytes() == b"x"  # ".." dropped
-    assert (rootfs / str(tmp_path).lstrip("/") / "outside-marker").read_bytes() == b"y"  # via "up", inside
+
+
+def test_archive_changes_nothing_through_a_symlink(tmp_path: Path, rootfs: Path) -> None:
+    """A hard link to a symlink, or a directory entry over one, must not chmod/chown/utime its host target."""
+    victim = tmp_path / "victim"
+    victim.write_text("host file\n")
+    victim.chmod(0o600)
+    victim_dir = tmp_path / "victim-dir"
+    victim_dir.mkdir(mode=0o700)
+    members = [
+        info("s", tarfile.SYMTYPE, str(victim)),
+        info("h", tarfile.LNKTYPE, "s", mode=0o777, uid=4242),
+        info("d", tarfile.SYMTYPE, str(victim_dir)),
+        info("d", tarfile.DIRTYPE, mode=0o777, uid=4242),
+    ]
+    archive = tmp_path / "through.tar"
+    archive.write_bytes(tar_bytes(members, {}, mode="w"))
+    fileops.extract_archive(archive, rootfs, "/dest", CopyOptions())
+    for path, mode in ((victim, 0o600), (victim_dir, 0o700)):
+        st = path.stat()
+        assert (st.st_mode & 0o7777, st.st_uid) == (mode, 0), path
+    assert os.readlink(rootfs / "dest" / "h") == str(victim)  # the link itself, inside the rootfs
+    assert (rootfs / "dest" / "d").is_dir() and not (rootfs / "dest" / "d").is_symlink()
 
 
 def test_checksum_ignores_mtimes_but_sees_content_and_modes(ctx: Path) -> None:
