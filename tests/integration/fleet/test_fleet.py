@@ -287,3 +287,22 @@ def test_pki_rotate_renews_and_hot_reloads(env: Env) -> None:
         assert not h.private("/etc/dockyard/tls/agent-key.pem.new").exists()
     assert hosts[0].private("/etc/dockyard/tls/agent-key.pem").read_bytes() != key_before
     assert env.cli("-H", "all", "ping").returncode == 0
+
+
+def test_bootstrap_pushes_the_revocation_list(env: Env, tmp_path: Path) -> None:
+    hosts = [env.fleet[0], env.fleet[4]]
+    leaver = tmp_path / "leaver"
+    pki.issue_client(env.config_dir, "leaver", leaver)
+    assert env.cli("pki", "revoke", "leaver").returncode == 0
+    names = ",".join(h.name for h in hosts)
+    r = env.bootstrap("-H", names)
+    assert r.returncode == 0, r.stderr
+    crl = (env.config_dir / "crl.pem").read_bytes()
+    for h in hosts:
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{h.name} | "))
+        assert "push revocation list" in line, line
+        assert h.private("/etc/dockyard/tls/crl.pem").read_bytes() == crl
+        refused = run_cli(leaver, "ping", host=f"{h.address}:7443")
+        assert refused.returncode != 0 and "(CN=leaver) is revoked" in refused.stderr, refused.stderr
+    again = env.bootstrap("-H", names)
+    assert again.returncode == 0 and "push revocation list" not in again.stdout, again.stdout
