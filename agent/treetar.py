@@ -46,7 +46,7 @@ class Refused(InvalidArgument):
 # ---- writing ---------------------------------------------------------------------------------------
 
 
-class _Padded:
+class Padded:
     """The first `size` bytes of an fd as a file object; zeros after a premature end."""
 
     def __init__(self, fd: int, size: int) -> None:
@@ -97,7 +97,7 @@ class TreeWriter:
                     if fst.st_nlink > 1:
                         self._links[(fst.st_dev, fst.st_ino)] = arcname
                     info.size = fst.st_size
-                    self.tf.addfile(info, _Padded(fd, fst.st_size))  # type: ignore[arg-type]
+                    self.tf.addfile(info, Padded(fd, fst.st_size))  # type: ignore[arg-type]
                 finally:
                     os.close(fd)
                 return

@@ -10,6 +10,10 @@ in name order, parents before children, and writes what changed as a layer:
   mtime and xattrs (overlay's own `trusted.overlay.*` are dropped); a file linked several times in the diff
   becomes one file plus hardlinks. User and group names, atime and ctime are left out.
 
+The walk is by directory fd without following any symlink (`agent.fsroot`): a commit may run on a live
+container's upper dir (`--pause=false`), whose processes could swap a file for a symlink to a host path
+meanwhile; files are opened with O_NOFOLLOW and only if they are still regular files.
+
 The same upper dir always gives the same bytes (entries sorted, gzip header without name or time), so
 the layer digest is reproducible. Returns the compressed digest and size and the diff ID (digest of the
 uncompressed tar). Blocking: call it through `asyncio.to_thread`. Used by `build` and `commit`.
@@ -18,6 +22,7 @@ uncompressed tar). Blocking: call it through `asyncio.to_thread`. Used by `build
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from agent import fsroot, treetar
 from agent.errors import Internal
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -125,15 +131,17 @@ class _Writer:
         self.tf.addfile(info)
         self.entries += 1
 
-    def walk(self, rel: str) -> None:
-        directory = self.upper / rel if rel else self.upper
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            name = f"{rel}/{entry.name}" if rel else entry.name
+    def walk(self, dirfd: int, rel: str) -> None:
+        """The entries of directory `dirfd` (`rel` below the upper dir), by name, never following links."""
+        for entry_name in sorted(os.listdir(dirfd)):
+            name = f"{rel}/{entry_name}" if rel else entry_name
             if name in self.exclude:  # transfer area (commit): left out as the caller asked
                 continue
-            path = entry.path
-            st = os.lstat(path)
-            xattrs = _xattrs(path)
+            try:
+                st = fsroot.lstat(dirfd, entry_name)
+            except FileNotFoundError:
+                continue  # removed meanwhile (a live container)
+            xattrs = fsroot.xattrs(dirfd, entry_name)
             for unsupported in _UNSUPPORTED_XATTRS:
                 if unsupported in xattrs:
                     raise Internal(
@@ -152,7 +160,16 @@ class _Writer:
                 self.entries += 1
                 if xattrs.get(_OPAQUE_XATTR) == b"y":
                     self._whiteout(f"{name}/{OPAQUE_MARKER}", st)
-                self.walk(name)
+                try:
+                    sub = os.open(entry_name, fsroot.O_DIR, dir_fd=dirfd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # replaced meanwhile
+                    raise
+                try:
+                    self.walk(sub, name)
+                finally:
+                    os.close(sub)
             elif stat.S_ISREG(mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in self.links:
@@ -160,15 +177,21 @@ class _Writer:
                     info.linkname = self.links[key]
                     self.tf.addfile(info)
                 else:
-                    if st.st_nlink > 1:
-                        self.links[key] = name
-                    info.size = st.st_size
-                    with open(path, "rb") as fh:
-                        self.tf.addfile(info, fh)
+                    opened = fsroot.open_regular(dirfd, entry_name)
+                    if opened is None:
+                        continue  # replaced meanwhile by something that is not a file
+                    fd, fst = opened
+                    try:
+                        if st.st_nlink > 1:
+                            self.links[key] = name
+                        info.size = fst.st_size
+                        self.tf.addfile(info, treetar.Padded(fd, fst.st_size))  # type: ignore[arg-type]
+                    finally:
+                        os.close(fd)
                 self.entries += 1
             elif stat.S_ISLNK(mode):
                 info.type = tarfile.SYMTYPE
-                info.linkname = os.readlink(path)
+                info.linkname = os.readlink(entry_name, dir_fd=dirfd)
                 self.tf.addfile(info)
                 self.entries += 1
             elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -216,8 +239,12 @@ def write_layer(
         tf.copybufsize = _COPY_BUF
         writer = _Writer(tf, upper)
         writer.exclude = exclude
-        with tf:
-            writer.walk("")
+        rootfd = os.open(upper, fsroot.O_DIR)
+        try:
+            with tf:
+                writer.walk(rootfd, "")
+        finally:
+            os.close(rootfd)
     with contextlib.suppress(AttributeError, OSError):
         out.flush()
     return LayerInfo(

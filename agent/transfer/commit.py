@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import agent.log
+from agent import fsroot
 from agent.build import instructions as ins
 from agent.build.dockerfile import parse_instruction
 from agent.build.imageconfig import ImageState, LayerRef
@@ -203,20 +204,54 @@ class Committer:
 def mount_stubs(upper: Path, spec: dict[str, Any], lowerdirs: list[Path]) -> frozenset[str]:
     """What runc made in the upper dir to mount over (/etc/hosts, a volume's directory...): a mount
     destination of the spec that no image layer has and that is an empty file or directory up there.
-    Docker keeps these out of a commit too (they live in its separate "init" layer)."""
+    Docker keeps these out of a commit too (they live in its separate "init" layer). Looked up by
+    directory fd (`agent.fsroot`): a live container's symlinks never lead the check to host paths."""
     out = set()
     for mount in spec.get("mounts") or []:
         rel = posixpath.normpath(str(mount.get("destination", ""))).lstrip("/")
         if not rel or rel == "." or rel.startswith(".."):
             continue
-        if any(os.path.lexists(lower / rel) for lower in lowerdirs):
+        if any(_lstat_in(lower, rel) is not None for lower in lowerdirs):
             continue
-        try:
-            st = os.lstat(upper / rel)
-        except OSError:
+        st = _lstat_in(upper, rel)
+        if st is None:
             continue
         if (stat.S_ISREG(st.st_mode) and st.st_size == 0) or (
-            stat.S_ISDIR(st.st_mode) and not any(os.scandir(upper / rel))
+            stat.S_ISDIR(st.st_mode) and _is_empty_dir(upper, rel)
         ):
             out.add(rel)
     return frozenset(out)
+
+
+def _open_in(root: Path, rel: str, flags: int) -> int | None:
+    """`rel` opened inside `root` (symlinks resolve within it), or None when it is not there."""
+    try:
+        rootfd = fsroot.open_root(root)
+    except OSError:
+        return None
+    try:
+        return fsroot.resolve(rootfd, rel, flags)
+    except OSError:
+        return None
+    finally:
+        os.close(rootfd)
+
+
+def _lstat_in(root: Path, rel: str) -> os.stat_result | None:
+    fd = _open_in(root, rel, os.O_PATH | os.O_NOFOLLOW)
+    if fd is None:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_empty_dir(root: Path, rel: str) -> bool:
+    fd = _open_in(root, rel, fsroot.O_DIR)
+    if fd is None:
+        return False
+    try:
+        return not os.listdir(fd)
+    finally:
+        os.close(fd)
