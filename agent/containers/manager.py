@@ -48,6 +48,7 @@ from agent.errors import (
     NotFound,
     RuntimeCommand,
 )
+from agent.reaper import Reaper
 from agent.runtime import attach as attach_fifo
 from agent.runtime import bundle, host, logs, monitor, procinfo
 from agent.runtime.attach import AttachSession
@@ -190,6 +191,7 @@ class ContainerManager:
         self._releases: dict[str, asyncio.Task[None]] = {}  # pending `runc delete` after an exit
         self._closing = False
         self._rotations: logs.Rotations | None = None
+        self._reaper = Reaper()
         volumes.users_of = self.volume_users
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ class ContainerManager:
 
     async def start(self) -> None:
         """Adopt running containers, record exits that happened while down, clean half-done work."""
-        monitor.become_subreaper()
+        self._reaper.start()
         self._rotations = logs.Rotations(self.settings.log_max_files)
         await self._reconcile()
 
@@ -267,6 +269,7 @@ class ContainerManager:
         if self._rotations is not None:
             self._rotations.close()
             self._rotations = None
+        self._reaper.stop()
 
     # ---- create ------------------------------------------------------------------------------------
 

@@ -6,16 +6,21 @@ OOM kill). It does not depend on the agent, so containers, logs and exit codes o
 
 We learn about the end through a pidfd on the conmon process (no polling, works for processes that are
 not our children, i.e. after an agent restart), and we read the result from the persist dir. The agent
-makes itself a child subreaper so that conmons it started are reparented to it and can be reaped.
+is a child subreaper (`agent/reaper.py`) so that conmons it started are reparented to it and reaped.
+
+A runtime killed during `create` leaves conmon blocked for good: before reporting the failure it reads the
+container's stderr, whose write end the orphaned `runc init` keeps open. `launch` watches for that state
+(conmon alive, no runtime process left, no report) and kills what the runtime left, so conmon reports and
+exits and the create fails within seconds instead of at CREATE_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,19 +28,13 @@ from pathlib import Path
 
 import agent.log
 from agent.errors import DeadlineExceeded, Internal, RuntimeCommand
-from agent.libc import LIBC
 from agent.runtime.oci import RUNTIME_UMASK, OciRuntime, find_binary
 
 log = agent.log.get(__name__)
 
 CREATE_TIMEOUT = 60.0
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> None:
-    """Make orphaned descendants (double-forked conmons) our children so we reap them."""
-    if LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("subreaper.failed", errno=ctypes.get_errno())
+RUNTIME_CHECK = 0.5  # how often a slow create checks that the runtime still runs
+RUNTIME_GONE_CHECKS = 3  # consecutive checks without runtime nor report before its leftovers are killed
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ class Conmon:
                     if on_attach_ready is not None:
                         await on_attach_ready()
                     os.write(start_w, b"0")
-                message = await _read_message(sync_r)
+                message = await self._sync_message(job, sync_r)
         except TimeoutError:
             await self._kill_stray(job)
             raise DeadlineExceeded(
@@ -194,6 +193,40 @@ class Conmon:
             await self._kill_stray(job)
             raise RuntimeCommand(f"{self.runtime.name} {'exec' if job.exec_spec else 'create'}", 1, text)
         return Launched(conmon_pid=read_pidfile(job.conmon_pidfile), pid=pid)
+
+    async def _sync_message(self, job: ConmonJob, fd: int) -> dict[str, object]:
+        """conmon's report of the create; unblocks a conmon whose runtime died (module docstring)."""
+        read = asyncio.ensure_future(_read_message(fd))
+        gone = 0
+        killed = False
+        try:
+            while True:
+                done, _ = await asyncio.wait([read], timeout=RUNTIME_CHECK)
+                if done:
+                    message = read.result()
+                    if killed and not message.get("message"):
+                        message = {**message, "message": self._died_message(job)}
+                    return message
+                conmon_pid = read_pidfile(job.conmon_pidfile)
+                if conmon_pid <= 0 or killed:
+                    continue
+                children = await asyncio.to_thread(child_cmdlines, conmon_pid)
+                if any(job.cuuid.encode() in cmd for cmd in children.values()):
+                    gone = 0  # the runtime is still at work
+                    continue
+                gone += 1
+                if gone >= RUNTIME_GONE_CHECKS and children:
+                    log.warning("runtime.died_during_create", id=job.cuuid, leftovers=sorted(children))
+                    for pid in children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    killed = True
+        finally:
+            read.cancel()
+
+    def _died_message(self, job: ConmonJob) -> str:
+        action = "exec" if job.exec_spec else "create"
+        return f"{self.runtime.name} {action} ended without reporting a process (it was killed or crashed)"
 
     async def _kill_stray(self, job: ConmonJob) -> None:
         pid = read_pidfile(job.conmon_pidfile)
@@ -243,6 +276,25 @@ def read_pidfile(path: Path) -> int:
         return int(path.read_text().strip() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def child_cmdlines(parent: int) -> dict[int, bytes]:
+    """The live (non-zombie) children of `parent` with their command lines, from /proc."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if len(fields) < 2 or int(fields[1]) != parent or fields[0] in (b"Z", b"X"):
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                found[int(name)] = f.read()
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def process_matches(pid: int, token: str) -> bool:

@@ -135,14 +135,23 @@ class OciRuntime:
         await self._run(*args)
 
     async def delete(self, container_id: str, *, force: bool = False) -> None:
-        """Remove the runtime's state and cgroups; a container it does not know is already deleted."""
-        if not self.exists(container_id):
+        """Remove the runtime's state and cgroups; a container it does not know is already deleted.
+
+        A `create` killed before it wrote `state.json` leaves its state directory behind, which the
+        runtime neither deletes ("container does not exist") nor lets a new create of that ID use
+        ("container with given ID already exists"): with `force` that directory is removed too.
+        """
+        directory = self.root / container_id
+        if not directory.exists():
             return
         try:
             await self._run("delete", *(["--force"] if force else []), container_id)
         except RuntimeCommand:
             if self.exists(container_id):
                 raise
+            if force and directory.exists():
+                log.warning("runtime.partial_state_removed", id=container_id)
+                await asyncio.to_thread(shutil.rmtree, directory, True)
 
     def exec_argv(self, container_id: str, process: Path, pidfile: Path, log: Path) -> list[str]:
         """`exec` of a process spec, for a caller that runs it itself with the process's stdio as pipes
@@ -162,8 +171,8 @@ class OciRuntime:
         return [int(p) for p in json.loads(out or "[]") or []]
 
     def list_ids(self) -> list[str]:
-        """Containers the runtime has state for (used by reconcile to find strays)."""
+        """Containers the runtime has state for, complete or left by a killed create (for reconcile)."""
         try:
-            return sorted(p.name for p in self.root.iterdir() if (p / "state.json").exists())
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir())
         except FileNotFoundError:
             return []

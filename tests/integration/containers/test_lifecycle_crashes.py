@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,61 @@ def test_restart_back_off_goes_on_across_agent_restarts(yard_factory: YardFactor
         assert count <= 2, f"restarted {count} times right after the agent restarted"
         time.sleep(0.1)
     yard.ok("rm", "-f", cid)
+
+
+KILLING_RUNC = """#!/bin/sh
+# runc, except that the first `create` is SIGKILLed at its very end: the runtime's state and the
+# container's init exist, the caller only sees a runtime killed by a signal
+for a in "$@"; do
+    if [ "$a" = create ] && mkdir MARK 2>/dev/null; then
+        REAL "$@"
+        kill -9 $$
+    fi
+done
+exec REAL "$@"
+"""
+
+
+def zombie_children(pid: int) -> list[str]:
+    """Zombies whose parent is `pid`: "PID NAME" each."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in (entry / "status").read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and fields.get("State", "").startswith("Z"):
+            found.append(f"{entry.name} {fields.get('Name', '').strip()}")
+    return found
+
+
+def test_runc_killed_during_run_fails_the_run_and_leaves_no_zombie(
+    yard_factory: YardFactory, tmp_path: Path
+) -> None:
+    yard = yard_factory("runckill")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "runc"
+    real = subprocess.run(["sh", "-c", "command -v runc"], capture_output=True, text=True).stdout.strip()
+    mark = tmp_path / "killed-once"
+    wrapper.write_text(KILLING_RUNC.replace("REAL", real).replace("MARK", str(mark)))
+    wrapper.chmod(0o755)
+    yard.agent.env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    yard.restart_agent()
+    failed = yard.cli("run", "-d", "--name", "victim", IMAGE, "sleep", "600", timeout=30)
+    assert mark.exists()
+    assert failed.returncode != 0 and failed.stderr.startswith("error:"), failed
+    assert yard.status("victim") in ("created", "exited")
+    # the failed create left nothing that keeps the next start from working
+    yard.ok("start", "victim")
+    assert yard.status("victim") == "running"
+    assert yard.ok("exec", "victim", "echo", "ok") == "ok\n"
+    # every process the failed run left behind was reaped by the agent
+    assert yard.agent.proc is not None
+    agent_pid = yard.agent.proc.pid
+    wait_for(lambda: not zombie_children(agent_pid), 10, "no zombie children of the agent", 0.05)
+    yard.ok("rm", "-f", "victim")
