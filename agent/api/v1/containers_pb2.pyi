@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -22,6 +23,13 @@ class ContainerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTAINER_STATUS_REMOVING: _ClassVar[ContainerStatus]
     CONTAINER_STATUS_DEAD: _ClassVar[ContainerStatus]
 
+class MountType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MOUNT_TYPE_UNSPECIFIED: _ClassVar[MountType]
+    MOUNT_TYPE_BIND: _ClassVar[MountType]
+    MOUNT_TYPE_VOLUME: _ClassVar[MountType]
+    MOUNT_TYPE_TMPFS: _ClassVar[MountType]
+
 class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTPUT_STREAM_UNSPECIFIED: _ClassVar[OutputStream]
@@ -36,6 +44,10 @@ CONTAINER_STATUS_RESTARTING: ContainerStatus
 CONTAINER_STATUS_EXITED: ContainerStatus
 CONTAINER_STATUS_REMOVING: ContainerStatus
 CONTAINER_STATUS_DEAD: ContainerStatus
+MOUNT_TYPE_UNSPECIFIED: MountType
+MOUNT_TYPE_BIND: MountType
+MOUNT_TYPE_VOLUME: MountType
+MOUNT_TYPE_TMPFS: MountType
 OUTPUT_STREAM_UNSPECIFIED: OutputStream
 OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
@@ -47,7 +59,7 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerConfig(_message.Message):
-    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck", "publish", "ip", "network_aliases")
+    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck", "publish", "ip", "network_aliases", "memory_bytes", "memory_swap_bytes", "nano_cpus", "health_interval_duration", "health_timeout_duration", "health_start_period_duration")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +106,12 @@ class ContainerConfig(_message.Message):
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     IP_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ALIASES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_SWAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NANO_CPUS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_INTERVAL_DURATION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_TIMEOUT_DURATION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_START_PERIOD_DURATION_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: StringList
     entrypoint: StringList
@@ -133,7 +151,13 @@ class ContainerConfig(_message.Message):
     publish: _containers.RepeatedScalarFieldContainer[str]
     ip: str
     network_aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ..., publish: _Optional[_Iterable[str]] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    memory_bytes: int
+    memory_swap_bytes: int
+    nano_cpus: int
+    health_interval_duration: _duration_pb2.Duration
+    health_timeout_duration: _duration_pb2.Duration
+    health_start_period_duration: _duration_pb2.Duration
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ..., publish: _Optional[_Iterable[str]] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., memory_swap_bytes: _Optional[int] = ..., nano_cpus: _Optional[int] = ..., health_interval_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_start_period_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HealthLogEntry(_message.Message):
     __slots__ = ("start", "end", "exit_code", "output")
@@ -148,16 +172,18 @@ class HealthLogEntry(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., output: _Optional[str] = ...) -> None: ...
 
 class ContainerMount(_message.Message):
-    __slots__ = ("type", "source", "destination", "read_only")
+    __slots__ = ("type", "source", "destination", "read_only", "mount_type")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_TYPE_FIELD_NUMBER: _ClassVar[int]
     type: str
     source: str
     destination: str
     read_only: bool
-    def __init__(self, type: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+    mount_type: MountType
+    def __init__(self, type: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., read_only: _Optional[bool] = ..., mount_type: _Optional[_Union[MountType, str]] = ...) -> None: ...
 
 class Container(_message.Message):
     __slots__ = ("id", "name", "image", "image_digest", "command", "created", "status", "started_at", "finished_at", "exit_code", "oom_killed", "error", "pid", "restart_count", "restart_policy", "health_status", "health_failing_streak", "health_log", "labels", "hostname", "network", "mounts", "log_path", "tty", "stdin_open", "auto_remove", "config_json", "spec_json", "conmon_pid", "stopped_by_user", "ports")
@@ -452,13 +478,23 @@ class WaitContainerResponse(_message.Message):
     error: str
     def __init__(self, exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
+class ContainerFilter(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
 class ListContainersRequest(_message.Message):
-    __slots__ = ("all", "filters")
+    __slots__ = ("all", "filters", "filter_pairs")
     ALL_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_PAIRS_FIELD_NUMBER: _ClassVar[int]
     all: bool
     filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    filter_pairs: _containers.RepeatedCompositeFieldContainer[ContainerFilter]
+    def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ..., filter_pairs: _Optional[_Iterable[_Union[ContainerFilter, _Mapping]]] = ...) -> None: ...
 
 class ListContainersResponse(_message.Message):
     __slots__ = ("containers",)
