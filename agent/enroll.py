@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent import errors
+from agent.oci.files import write_atomic
 from agent.server.tls import (
     CA_FILE,
     CERT_FILE,
@@ -45,7 +46,6 @@ from agent.server.tls import (
     valid_now,
     verify_crl,
 )
-from agent.state.files import write_atomic
 
 PENDING_KEY = KEY_FILE + ".new"
 ROTATE_HINT = "a new CA is accepted only cross-signed by the current one (dockyard pki rotate-ca)"

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentError
-from agent.images.reference import Reference
-from agent.registry import manifests, platform
+from agent.oci import manifests, platform
+from agent.oci.errors import AgentError
+from agent.oci.reference import Reference
 from controller.errors import UsageError
 from controller.send import Blob, ImagePlan
 

@@ -16,8 +16,8 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from agent.build.dockerignore import IGNORE_FILE, IgnoreRules
-from agent.errors import InvalidArgument
+from agent.oci.dockerignore import IGNORE_FILE, IgnoreRules
+from agent.oci.errors import InvalidArgument
 from controller.errors import UsageError
 
 CHUNK = 1 << 20

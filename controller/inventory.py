@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.config import DEFAULT_PORT
-from agent.state.files import write_atomic
+from agent.oci.files import write_atomic
+from controller.config import DEFAULT_PORT
 from controller.errors import ControllerError
 from controller.target import Target
 

@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import agent.log
-from agent.build import dockerfile as df
 from agent.build import fileops
-from agent.build import instructions as ins
 from agent.build.cache import BuildCache, CacheEntry, base_key, step_key
 from agent.build.imageconfig import ImageState, LayerRef, created_by
 from agent.build.layer import LayerInfo, strip_overlay_metadata, write_layer
@@ -39,12 +37,14 @@ from agent.build.runner import RunStep, StepRunner, settled
 from agent.errors import AgentError, InvalidArgument, NotFound
 from agent.images.manager import ImageManager
 from agent.images.pull import PullFinished, PullResolved
-from agent.images.reference import Reference
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord, Layer
+from agent.oci import dockerfile as df
+from agent.oci import instructions as ins
+from agent.oci.platform import Platform
+from agent.oci.platform import host as host_platform
+from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
-from agent.registry.platform import Platform
-from agent.registry.platform import host as host_platform
 from agent.runtime import bundle
 from agent.runtime.bundle import ContainerPaths
 

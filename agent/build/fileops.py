@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import fsroot, treetar
-from agent.build.dockerignore import glob_regex
 from agent.errors import InvalidArgument
+from agent.oci.dockerignore import glob_regex
 
 _MAX_LINKS = 40
 ETC_FILE_MAX = 1 << 20  # /etc/passwd and /etc/group are read whole: bounded (a hostile image's may be huge)

@@ -19,9 +19,9 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.build import instructions as ins
 from agent.images.store import parse_created
-from agent.registry.platform import Platform
+from agent.oci import instructions as ins
+from agent.oci.platform import Platform
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

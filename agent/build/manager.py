@@ -19,12 +19,12 @@ from pathlib import Path
 
 import agent.log
 from agent.build import context as context_mod
-from agent.build import dockerfile as df
 from agent.build.builder import Builder, BuildOptions, BuildResult, Emit, MessageEvent
 from agent.build.cache import BuildCache
 from agent.build.runner import NetworkAttacher, StepRunner
 from agent.errors import AgentError
 from agent.images.manager import ImageManager
+from agent.oci import dockerfile as df
 from agent.runtime import bundle
 from agent.runtime.host import probe
 from agent.runtime.spec import HostFacts

@@ -39,10 +39,10 @@ from typing import Any, BinaryIO
 import agent.log
 from agent.errors import FailedPrecondition, Integrity, InvalidArgument
 from agent.images.content import ContentStore
-from agent.images.reference import Reference
 from agent.images.store import ImageRecord
 from agent.images.unpack import LayerStream, compression_of, sniff_compression
-from agent.registry import manifests, platform
+from agent.oci import manifests, platform
+from agent.oci.reference import Reference
 
 log = agent.log.get(__name__)
 

@@ -39,7 +39,7 @@ from typing import IO, Any, BinaryIO
 
 import agent.log
 from agent.errors import Conflict, Integrity, InvalidArgument, NotFound, translate_no_space
-from agent.state.files import fsync_dir
+from agent.oci.files import fsync_dir
 
 log = agent.log.get(__name__)
 

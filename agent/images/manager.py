@@ -38,15 +38,15 @@ from agent.images import archive, gc
 from agent.images import pull as pull_mod
 from agent.images import push as push_mod
 from agent.images.content import ContentStore, tree_size
-from agent.images.reference import Reference
 from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
 from agent.images.streams import ChunkWriter, read_in_thread, written_in_thread
 from agent.images.unpack import unpack_blob
-from agent.registry import manifests
+from agent.oci import manifests
+from agent.oci.platform import Platform
+from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
 from agent.registry.client import RegistryClient
-from agent.registry.platform import Platform
 from agent.registry.sources import BlobSources
 from agent.state.db import Database
 

@@ -23,15 +23,15 @@ import agent.log
 from agent.errors import AgentError, Conflict, FailedPrecondition, Integrity, InvalidArgument, NotFound
 from agent.images.content import Ingest
 from agent.images.jobs import ThreadedJob, stream
-from agent.images.reference import Reference
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord
 from agent.images.unpack import unpack_blob
-from agent.registry import manifests, platform
+from agent.oci import manifests, platform
+from agent.oci.manifests import Descriptor
+from agent.oci.platform import Platform
+from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
 from agent.registry.client import BlobReader, Cancelled, RegistryClient, Repository
-from agent.registry.manifests import Descriptor
-from agent.registry.platform import Platform
 from agent.registry.sources import BlobSources
 
 if TYPE_CHECKING:

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, BinaryIO
 import agent.log
 from agent.errors import FailedPrecondition
 from agent.images.jobs import ThreadedJob, stream
-from agent.images.reference import Reference
 from agent.images.store import ImageRecord
-from agent.registry import manifests
+from agent.oci import manifests
+from agent.oci.manifests import Descriptor, Document
+from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
 from agent.registry.client import Cancelled, RegistryClient, Repository
-from agent.registry.manifests import Descriptor, Document
 from agent.registry.sources import BlobSources
 from agent.registry.transport import Transient
 

@@ -27,8 +27,8 @@ import agent.log
 from agent.errors import InvalidArgument, NotFound
 from agent.images.content import validate_digest
 from agent.libc import LIBC
+from agent.oci.files import fsync_dir
 from agent.state.db import Database
-from agent.state.files import fsync_dir
 
 log = agent.log.get(__name__)
 

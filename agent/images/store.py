@@ -5,7 +5,7 @@ Two tables, both owned here:
     images_records   one row per image (manifest digest): media type, platform, config, layers, chain IDs
     images_names     name → manifest digest; a record with no name is "dangling" (`<none>` in listings)
 
-Names are normalized references (`docker.io/library/busybox:latest`, see `agent.images.reference`). A
+Names are normalized references (`docker.io/library/busybox:latest`, see `agent.oci.reference`). A
 record and everything it lists (manifest, config and layer blobs, snapshots of its chain IDs) are the GC
 roots: `referenced_blobs` and `referenced_chain_ids` say what must stay.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from agent.errors import InvalidArgument, NotFound
-from agent.images.reference import Reference
+from agent.oci.reference import Reference
 from agent.state.db import Database
 
 _DDL = """

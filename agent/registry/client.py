@@ -26,11 +26,11 @@ from agent.errors import (
     RegistryAuth,
     Unavailable,
 )
-from agent.images.reference import Reference
-from agent.registry import manifests
+from agent.oci import manifests
+from agent.oci.manifests import Descriptor, Document
+from agent.oci.platform import Platform, select
+from agent.oci.reference import Reference
 from agent.registry.auth import Authenticator, Credentials, repository_scope
-from agent.registry.manifests import Descriptor, Document
-from agent.registry.platform import Platform, select
 from agent.registry.transport import Body, Endpoint, Response, Transient, Transport, registry_error
 
 log = agent.log.get(__name__)

@@ -23,8 +23,8 @@ from agent.build.builder import (
 from agent.build.manager import BuildManager
 from agent.errors import InvalidArgument
 from agent.images.store import normalize_name
+from agent.oci.platform import Platform
 from agent.registry.auth import Credentials
-from agent.registry.platform import Platform
 
 _DONE = object()
 

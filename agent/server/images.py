@@ -15,8 +15,8 @@ from agent.images.manager import ImageManager
 from agent.images.pull import LayerProgress, LayerState, PullEvent, PullResolved
 from agent.images.push import BlobProgress, BlobState, PushFinished
 from agent.images.store import ImageRecord
+from agent.oci.platform import Platform
 from agent.registry.auth import Credentials
-from agent.registry.platform import Platform
 from agent.server import paging
 
 _FORMATS = {

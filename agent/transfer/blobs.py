@@ -31,12 +31,12 @@ import agent.log
 from agent.errors import AgentError, Conflict, FailedPrecondition, InvalidArgument
 from agent.images.content import Ingest, validate_digest
 from agent.images.manager import ImageManager
-from agent.images.reference import Reference
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord, normalize_name
 from agent.images.streams import ChunkReader, read_in_thread
 from agent.images.unpack import compression_of, sniff_compression, unpack_blob
-from agent.registry import manifests
+from agent.oci import manifests
+from agent.oci.reference import Reference
 
 log = agent.log.get(__name__)
 

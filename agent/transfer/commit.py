@@ -24,15 +24,15 @@ from typing import Any
 
 import agent.log
 from agent import fsroot
-from agent.build import instructions as ins
-from agent.build.dockerfile import parse_instruction
 from agent.build.imageconfig import ImageState, LayerRef
 from agent.build.layer import LayerInfo, write_layer
 from agent.containers.manager import ContainerManager
 from agent.errors import AgentError, Conflict, FailedPrecondition, InvalidArgument
 from agent.images.manager import ImageManager
 from agent.images.store import ImageRecord, normalize_name
-from agent.registry.platform import Platform
+from agent.oci import instructions as ins
+from agent.oci.dockerfile import parse_instruction
+from agent.oci.platform import Platform
 from agent.runtime import bundle
 from agent.runtime.options import RunOptions
 from agent.state.containers import ContainerRecord, Status

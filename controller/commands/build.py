@@ -43,10 +43,10 @@ def _pairs(values: tuple[str, ...], flag: str, *, from_env: bool = False) -> dic
 
 def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     """Image references the Dockerfile pulls from (best effort: only for picking credentials)."""
-    from agent.build import dockerfile as df
-    from agent.build import instructions as ins
-    from agent.build.expand import SubstitutionError, process_word
-    from agent.errors import InvalidArgument
+    from agent.oci import dockerfile as df
+    from agent.oci import instructions as ins
+    from agent.oci.errors import InvalidArgument
+    from agent.oci.expand import SubstitutionError, process_word
 
     try:
         parsed = df.parse(text, name)

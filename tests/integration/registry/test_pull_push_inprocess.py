@@ -19,10 +19,10 @@ from agent.errors import Integrity, NotFound, RegistryAuth, Unavailable
 from agent.images.manager import ImageManager
 from agent.images.pull import LayerProgress, LayerState, PullEvent, PullFinished, PullOptions, pull
 from agent.images.push import BlobProgress, BlobState, PushEvent, PushFinished, PushOptions, push
-from agent.registry import platform
+from agent.oci import platform
+from agent.oci.platform import Platform
 from agent.registry.auth import Credentials
 from agent.registry.client import RegistryClient, RetryPolicy
-from agent.registry.platform import Platform
 from agent.registry.sources import BlobSources
 from agent.registry.transport import Transport
 from agent.state.db import Database

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from agent.build import dockerfile as df
-from agent.build import instructions as ins
-from agent.build.expand import SubstitutionError, process_word, split_words
 from agent.errors import InvalidArgument
+from agent.oci import dockerfile as df
+from agent.oci import instructions as ins
+from agent.oci.expand import SubstitutionError, process_word, split_words
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.build.dockerignore import IgnoreRules, clean, glob_match
 from agent.errors import InvalidArgument
+from agent.oci.dockerignore import IgnoreRules, clean, glob_match
 
 
 def excluded(patterns: str, path: str) -> bool:

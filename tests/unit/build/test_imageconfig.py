@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.build import dockerfile as df
-from agent.build import instructions as ins
 from agent.build.cache import BuildCache, CacheEntry, base_key, step_key
 from agent.build.imageconfig import EPOCH, ImageState, LayerRef, created_by, healthcheck
-from agent.registry.platform import Platform
+from agent.oci import dockerfile as df
+from agent.oci import instructions as ins
+from agent.oci.platform import Platform
 from agent.state.db import Database
 
 AMD64 = Platform("linux", "amd64")

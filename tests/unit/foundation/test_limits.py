@@ -13,9 +13,9 @@ import pytest
 from agent import limits
 from agent.api.v1 import containers_pb2 as pb
 from agent.api.v1 import containers_pb2_grpc
-from agent.build.dockerfile import parse
-from agent.build.instructions import DockerfileError
 from agent.errors import InvalidArgument
+from agent.oci.dockerfile import parse
+from agent.oci.instructions import DockerfileError
 from agent.runtime.options import check_name, parse_memory, parse_restart, parse_ulimit, parse_volume
 from agent.server.containers import run_options
 from agent.server.paging import pages

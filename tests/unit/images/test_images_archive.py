@@ -17,7 +17,7 @@ import pytest
 
 from agent.errors import Integrity, InvalidArgument, NotFound
 from agent.images.manager import ImageManager
-from agent.registry.platform import host
+from agent.oci.platform import host
 from agent.state.db import Database
 from tests.support.images import layer_tar, store_image, tree_summary
 

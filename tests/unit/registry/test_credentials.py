@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.reference import parse
+from agent.oci.reference import parse
 from controller.credentials import CredentialStore, Login, normalize_registry, registry_of
 from controller.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Golden tests for Docker-style image references (agent/images/reference.py)."""
+"""Golden tests for Docker-style image references (agent/oci/reference.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import InvalidArgument
-from agent.images.reference import Reference, parse, validate_digest
+from agent.oci.reference import Reference, parse, validate_digest
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "references.json").read_text())
 DIGEST = "sha256:" + "0123456789abcdef" * 4

@@ -1,11 +1,11 @@
-"""Platform normalization and manifest selection (agent/registry/platform.py)."""
+"""Platform normalization and manifest selection (agent/oci/platform.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from agent.errors import InvalidArgument
-from agent.registry.platform import Platform, normalize, select
+from agent.oci.platform import Platform, normalize, select
 
 P = Platform.parse
 

@@ -103,7 +103,7 @@ def test_broadcast_hands_out_what_arrived_then_the_source_error() -> None:
 
 
 def test_move_image_names_are_valid_references() -> None:
-    from agent.images.reference import Reference
+    from agent.oci.reference import Reference
 
     for name in ("web", "Web_1", "a..b", "__", "x.y-z"):
         ref = image_name(name)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import limits
-from agent.build.expand import SubstitutionError, process_word, split_words
-from agent.build.instructions import (
+from agent.oci.expand import SubstitutionError, process_word, split_words
+from agent.oci.instructions import (
     DEFAULT_ESCAPE,
     Add,
     Arg,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import FailedPrecondition, Integrity, InvalidArgument
-from agent.images.reference import validate_digest
-from agent.registry.platform import Platform
+from agent.oci.platform import Platform
+from agent.oci.reference import validate_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -1,7 +1,7 @@
 """The typed instructions of a Dockerfile and how each substitutes its variables (pure; no I/O).
 
 An instruction keeps its arguments as written (quotes, escapes, `$VAR`); `expand(env)` returns a copy with
-Docker's word processing applied (`agent.build.expand`) for the instructions that support it (ADD, COPY,
+Docker's word processing applied (`agent.oci.expand`) for the instructions that support it (ADD, COPY,
 ENV, EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR, and ARG defaults) and validates the result
 (ports, signals, users, modes). RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK and ONBUILD are left to the shell
 (or the child build). Every problem is a `DockerfileError` naming the file and the line.
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from agent.build.expand import SubstitutionError, process_word
 from agent.errors import InvalidArgument
+from agent.oci.expand import SubstitutionError, process_word
 
 DEFAULT_ESCAPE = "\\"
 DEFAULT_SHELL = ("/bin/sh", "-c")
