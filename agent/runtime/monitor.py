@@ -73,6 +73,8 @@ class ExitInfo:
 
 
 class Conmon:
+    """The `Monitor` (agent/runtime/protocols.py) of real containers: conmon driving `runtime`."""
+
     def __init__(self, runtime: OciRuntime, socket_dir: Path, binary: str | None = None) -> None:
         self.runtime = runtime
         self._binary = binary
@@ -227,6 +229,18 @@ class Conmon:
     def _died_message(self, job: ConmonJob) -> str:
         action = "exec" if job.exec_spec else "create"
         return f"{self.runtime.name} {action} ended without reporting a process (it was killed or crashed)"
+
+    async def wait(self, conmon_pid: int) -> None:
+        await wait_pid_exit(conmon_pid)
+
+    def read_exit(self, persist_dir: Path) -> ExitInfo | None:
+        return read_exit(persist_dir)
+
+    def read_pid(self, pidfile: Path) -> int:
+        return read_pidfile(pidfile)
+
+    def is_running(self, conmon_pid: int, cuuid: str) -> bool:
+        return process_matches(conmon_pid, cuuid)
 
     async def _kill_stray(self, job: ConmonJob) -> None:
         pid = read_pidfile(job.conmon_pidfile)

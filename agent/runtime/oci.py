@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import agent.log
-from agent.errors import DeadlineExceeded, FailedPrecondition, RuntimeCommand
+from agent.errors import AgentError, DeadlineExceeded, FailedPrecondition, RuntimeCommand
 from agent.hostinfo import cgroup_layout
 
 log = agent.log.get(__name__)
@@ -51,6 +51,26 @@ def check_usable(name: str, layout: str | None = None) -> None:
             "crun cannot run containers on this host: it refuses the cgroup v1/v2 hybrid layout "
             '(cgroup2 mounted at /sys/fs/cgroup/unified); set runtime = "runc" in the agent config'
         )
+
+
+def exit_code_for_runtime_error(text: str) -> int:
+    """Docker's exit code for a process the runtime could not start, from the runtime's own error text:
+    127 when the executable was not found, 126 when it may not be executed, 128 for any other failure."""
+    lowered = text.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return 127
+    if "permission denied" in lowered:
+        return 126
+    return 128
+
+
+def start_error_exit_code(err: AgentError) -> int:
+    """The exit code a failed start (create, start, exec) reports: classified from a `RuntimeCommand`'s
+    stderr, 128 for a failure that is not the runtime's (unusable runtime, a create that hung, ...)."""
+    if isinstance(err, RuntimeCommand):
+        return exit_code_for_runtime_error(err.stderr)
+    return 128
+
 
 # The agent runs with umask 0077 (its data root is root's alone); the runtime and everything it starts —
 # the mount points it makes in a rootfs, the container's processes — get the umask containers expect, as
