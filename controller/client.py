@@ -1,27 +1,74 @@
 """AgentClient: one long-lived gRPC channel to one agent, with deadlines and error translation.
 
-The only place that turns gRPC failures into ControllerErrors. Over TCP the channel is mutual TLS with
-the controller's config dir (`ca.pem`, `client.pem`, `client-key.pem`); gRPC checks the agent's
-certificate against the dialled name. When a TCP connection fails we ask `tlsdiag` why, so the user
-reads "name mismatch" or "expired" instead of "handshake failed".
+The only place that turns gRPC failures into ControllerErrors (`AgentClient.translating`, used by every
+kind of call). Calls are typed: an `Rpc[Req, Resp]` names one method of the agent's API with its
+request and response message classes (checked against the proto descriptor when declared), so
+`await client.unary(rpc, request)` returns a `Resp` to mypy; the generated `*_grpc` stubs are untyped
+and not used. The per-service modules under controller/api/ declare the RPCs and are the only callers.
+
+Over TCP the channel is mutual TLS with the controller's config dir (`ca.pem`, `client.pem`,
+`client-key.pem`); gRPC checks the agent's certificate against the dialled name. When a TCP connection
+fails we ask `tlsdiag` why, so the user reads "name mismatch" or "expired" instead of "handshake failed".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 
 from controller.config import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from controller.errors import AgentCallError, ConnectError, ControllerError
 from controller.target import Target
 
 StubT = TypeVar("StubT")
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass(frozen=True)
+class Rpc(Generic[Req, Resp]):
+    """One method of the agent's API with its message types; declare it with `rpc()`."""
+
+    path: str  # "/agent.api.v1.Images/List"
+    request: type[Req]
+    response: type[Resp]
+
+
+def rpc(service: ServiceDescriptor, name: str, request: type[Req], response: type[Resp]) -> Rpc[Req, Resp]:
+    """Declare `service`'s method `name`; a request/response pair that does not match the proto fails at
+    import, so a typo can never reach the wire."""
+    method = service.methods_by_name[name]
+    if (method.input_type.full_name, method.output_type.full_name) != (
+        request.DESCRIPTOR.full_name,
+        response.DESCRIPTOR.full_name,
+    ):
+        raise TypeError(f"{service.full_name}.{name} takes {method.input_type.full_name}")
+    return Rpc(f"/{service.full_name}/{name}", request, response)
+
+
+@dataclass(frozen=True)
+class ErrorExits:
+    """The process exit code an agent error (AgentCallError) should carry for one call: `default`, or
+    the code for its gRPC status name in `by_status` (e.g. exec: FAILED_PRECONDITION → 126)."""
+
+    default: int = 1
+    by_status: Mapping[str, int] = field(default_factory=dict)
+
+    def __call__(self, status: str) -> int:
+        return self.by_status.get(status, self.default)
+
+
+DEFAULT_EXITS = ErrorExits()
 
 DEFAULT_TIMEOUT = 30.0
 _CHANNEL_OPTIONS = [
@@ -44,6 +91,7 @@ class AgentClient:
         self.config_dir = config_dir
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[object, Any] = {}
+        self._methods: dict[tuple[str, str], Any] = {}  # (kind, path) → grpc multi-callable
 
     @property
     def name(self) -> str:
@@ -96,28 +144,127 @@ class AgentClient:
     def metadata() -> tuple[tuple[str, str], ...]:
         return (("x-request-id", uuid.uuid4().hex[:16]),)
 
-    async def call(self, method: Any, request: Any, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """Invoke a unary RPC (a stub attribute) and translate its failure."""
-        try:
-            return await method(request, timeout=timeout, metadata=self.metadata(), wait_for_ready=False)
-        except grpc.aio.AioRpcError as exc:
-            raise await self.translate(exc) from None
+    def _method(self, kind: str, call: Rpc[Req, Resp]) -> Any:
+        """The channel's multi-callable of `kind` (unary_unary, unary_stream, ...) for `call`, made once."""
+        key = (kind, call.path)
+        method = self._methods.get(key)
+        if method is None:
+            method = getattr(self.channel, kind)(
+                call.path,
+                request_serializer=call.request.SerializeToString,
+                response_deserializer=call.response.FromString,
+                _registered_method=True,
+            )
+            self._methods[key] = method
+        return method
 
-    async def stream(self, method: Any, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """Iterate a server-streaming RPC, translating its failure."""
-        call = method(request, timeout=timeout, metadata=self.metadata())
+    @contextlib.asynccontextmanager
+    async def translating(self, exits: ErrorExits = DEFAULT_EXITS) -> AsyncIterator[None]:
+        """Turn a gRPC failure inside the block into this host's ControllerError (the one place)."""
         try:
-            async for item in call:
-                yield item
+            yield
         except grpc.aio.AioRpcError as exc:
-            raise await self.translate(exc) from None
+            raise await self.translate(exc, exits) from None
+
+    async def unary(
+        self,
+        call: Rpc[Req, Resp],
+        request: Req,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        exits: ErrorExits = DEFAULT_EXITS,
+    ) -> Resp:
+        """One request, one response."""
+        method = self._method("unary_unary", call)
+        async with self.translating(exits):
+            response = await method(request, timeout=timeout, metadata=self.metadata(), wait_for_ready=False)
+        return cast(Resp, response)
+
+    async def server_stream(
+        self,
+        call: Rpc[Req, Resp],
+        request: Req,
+        *,
+        timeout: float | None = None,
+        exits: ErrorExits = DEFAULT_EXITS,
+    ) -> AsyncIterator[Resp]:
+        """The responses of a server-streaming RPC; leaving the loop early cancels the call."""
+        async for item in self._iterate(
+            self._method("unary_stream", call)(request, timeout=timeout, metadata=self.metadata()), exits
+        ):
+            yield item
+
+    async def bidi(
+        self,
+        call: Rpc[Req, Resp],
+        requests: AsyncIterable[Req] | Iterable[Req],
+        *,
+        timeout: float | None = None,
+        exits: ErrorExits = DEFAULT_EXITS,
+    ) -> AsyncIterator[Resp]:
+        """The responses of a bidirectional RPC fed by `requests` (build, attach, exec, run)."""
+        async for item in self._iterate(
+            self._method("stream_stream", call)(requests, timeout=timeout, metadata=self.metadata()), exits
+        ):
+            yield item
+
+    async def client_stream(
+        self,
+        call: Rpc[Req, Resp],
+        requests: AsyncIterable[Req] | Iterable[Req],
+        *,
+        timeout: float | None = None,
+        exits: ErrorExits = DEFAULT_EXITS,
+    ) -> Resp:
+        """A client-streaming RPC: send every request, then read the one response."""
+        pending = self._method("stream_unary", call)(requests, timeout=timeout, metadata=self.metadata())
+        try:
+            async with self.translating(exits):
+                response = await pending
         finally:
-            call.cancel()
+            pending.cancel()
+        return cast(Resp, response)
 
-    async def pages(self, stream_method: Any, unary_method: Any, request: Any) -> AsyncIterator[Any]:
+    async def _iterate(self, pending: Any, exits: ErrorExits) -> AsyncIterator[Any]:
+        """The messages of a streaming call in flight; the call is cancelled however the loop ends."""
+        try:
+            async with self.translating(exits):
+                async for item in pending:
+                    yield item
+        finally:
+            pending.cancel()
+
+    async def paged(
+        self, stream_call: Rpc[Req, Resp], unary_call: Rpc[Req, Resp], request: Req
+    ) -> AsyncIterator[Resp]:
         """The pages of a list: the `ListStream` RPC, or the unary `List` from an agent without it.
 
         A stream of pages cannot grow past a message limit, however many or large the records are."""
+        started = False
+        try:
+            async for page in self.server_stream(stream_call, request):
+                started = True
+                yield page
+        except AgentCallError as exc:
+            if started or exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
+                raise
+            yield await self.unary(unary_call, request, timeout=None)
+
+    # -- untyped calls through generated stubs: kept only until every caller goes through controller/api/
+    async def call(self, method: Any, request: Any, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """Invoke a unary RPC (a stub attribute) and translate its failure."""
+        async with self.translating():
+            return await method(request, timeout=timeout, metadata=self.metadata(), wait_for_ready=False)
+
+    async def stream(self, method: Any, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """Iterate a server-streaming RPC (a stub attribute), translating its failure."""
+        async for item in self._iterate(
+            method(request, timeout=timeout, metadata=self.metadata()), DEFAULT_EXITS
+        ):
+            yield item
+
+    async def pages(self, stream_method: Any, unary_method: Any, request: Any) -> AsyncIterator[Any]:
+        """`paged` over stub attributes."""
         started = False
         try:
             async for page in self.stream(stream_method, request):
@@ -128,16 +275,17 @@ class AgentClient:
                 raise
             yield await self.call(unary_method, request, timeout=None)
 
-    async def translate(self, exc: grpc.aio.AioRpcError) -> ControllerError:
+    async def translate(
+        self, exc: grpc.aio.AioRpcError, exits: ErrorExits = DEFAULT_EXITS
+    ) -> ControllerError:
         code = exc.code()
         details = exc.details() or code.name.lower()
-        if code == grpc.StatusCode.UNAVAILABLE:
-            if self._connected():  # the agent answered: something it depends on (a registry) is unavailable
-                return AgentCallError(details, code.name, self.name)
+        if code == grpc.StatusCode.UNAVAILABLE and not self._connected():
             return ConnectError(await self._why_unreachable(details), self.name)
+        # UNAVAILABLE on a live channel: the agent answered, something it depends on (a registry) is down
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return AgentCallError(f"timed out waiting for the agent ({details})", code.name, self.name)
-        return AgentCallError(details, code.name, self.name)
+            details = f"timed out waiting for the agent ({details})"
+        return AgentCallError(details, code.name, self.name, exit_code=exits(code.name))
 
     def _connected(self) -> bool:
         """Whether the channel is up: then an UNAVAILABLE status came from the agent, not from the transport

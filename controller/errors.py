@@ -10,12 +10,14 @@ from __future__ import annotations
 
 
 class ControllerError(Exception):
-    exit_code = 1
+    exit_code: int = 1  # the process's exit code when this error ends the command
 
-    def __init__(self, message: str, host: str | None = None) -> None:
+    def __init__(self, message: str, host: str | None = None, *, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.host = host
+        if exit_code is not None:
+            self.exit_code = exit_code
 
     def __str__(self) -> str:
         return f"{self.host}: {self.message}" if self.host else self.message
@@ -30,6 +32,10 @@ class ConnectError(ControllerError):
 
 
 class AgentCallError(ControllerError):
-    def __init__(self, message: str, code: str, host: str | None = None) -> None:
-        super().__init__(message, host)
+    """Its exit code is chosen where the call is made (controller.client.ErrorExits), never changed later."""
+
+    def __init__(
+        self, message: str, code: str, host: str | None = None, *, exit_code: int | None = None
+    ) -> None:
+        super().__init__(message, host, exit_code=exit_code)
         self.code = code

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from agent.api.v1 import system_pb2, system_pb2_grpc
 from controller import inventory, pki, ssh
+from controller.api.system import SystemApi
 from controller.bootstrap import facts as facts_mod
 from controller.bootstrap import plan as plan_mod
 from controller.bootstrap import wheelhouse as wh_mod
@@ -282,8 +282,7 @@ done
         while time.monotonic() < deadline:
             client = AgentClient(inventory.to_target(host), self.options.config_dir)
             try:
-                stub = client.stub(system_pb2_grpc.SystemStub)
-                await client.call(stub.Ping, system_pb2.PingRequest(), timeout=2.0)
+                await SystemApi(client).ping(timeout=2.0)
                 return
             except ControllerError as exc:
                 last = exc

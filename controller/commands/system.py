@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Any
 
 import click
 
-from agent.api.v1 import system_pb2, system_pb2_grpc
 from controller import output
+from controller.api.system import SystemApi
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.version import controller_version
@@ -20,34 +20,7 @@ def info(app: App) -> None:
     """Show facts about the agent's host and state."""
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(system_pb2_grpc.SystemStub)
-        r = await client.call(stub.Info, system_pb2.InfoRequest())
-        return {
-            "hostname": r.hostname,
-            "os": r.os,
-            "kernel": r.kernel,
-            "arch": r.arch,
-            "cpus": r.cpus,
-            "memory_bytes": r.memory_bytes,
-            "agent_version": r.agent_version,
-            "default_runtime": r.default_runtime,
-            "cgroup_layout": r.cgroup_layout,
-            "data_root": r.data_root,
-            "images": r.images,
-            "containers": r.containers,
-            "containers_running": r.containers_running,
-            "started_at": r.started_at.ToDatetime().isoformat() + "Z",
-            "runtimes": [
-                {
-                    "name": b.name,
-                    "path": b.path,
-                    "version": b.version,
-                    "usable": b.usable,
-                    "problem": b.problem,
-                }
-                for b in r.runtimes
-            ],
-        }
+        return dataclasses.asdict(await SystemApi(client).info())
 
     def fields(d: dict[str, Any]) -> output.Fields:
         runtimes = [
@@ -86,17 +59,8 @@ def version(app: App) -> None:
     """Show the controller's and the agent's versions."""
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(system_pb2_grpc.SystemStub)
-        r = await client.call(stub.Version, system_pb2.VersionRequest())
-        return {
-            "controller": {"version": controller_version()},
-            "agent": {
-                "version": r.agent_version,
-                "api_version": r.api_version,
-                "python": r.python_version,
-                "grpc": r.grpc_version,
-            },
-        }
+        agent = await SystemApi(client).version()
+        return {"controller": {"version": controller_version()}, "agent": dataclasses.asdict(agent)}
 
     def fields(d: dict[str, Any]) -> output.Fields:
         a = d["agent"]
@@ -125,9 +89,7 @@ def ping(app: App) -> None:
     """Check that the agent answers; prints the round-trip time."""
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(system_pb2_grpc.SystemStub)
-        start = time.perf_counter()
-        await client.call(stub.Ping, system_pb2.PingRequest())
-        return {"ok": True, "rtt_ms": round((time.perf_counter() - start) * 1000, 2)}
+        rtt = await SystemApi(client).ping()
+        return {"ok": True, "rtt_ms": round(rtt * 1000, 2)}
 
     app.run(op, text=lambda d: f"pong ({d['rtt_ms']} ms)", idempotent=True)
