@@ -33,15 +33,17 @@ from controller.target import Target
 StubT = TypeVar("StubT")
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
+RespT_co = TypeVar("RespT_co", bound=Message, covariant=True)
 
 
 @dataclass(frozen=True)
-class Rpc(Generic[Req, Resp]):
-    """One method of the agent's API with its message types; declare it with `rpc()`."""
+class Rpc(Generic[Req, RespT_co]):
+    """One method of the agent's API with its message types; declare it with `rpc()`. (Covariant in the
+    response: an Rpc answering `A` serves where any of `A | B` is expected.)"""
 
     path: str  # "/agent.api.v1.Images/List"
     request: type[Req]
-    response: type[Resp]
+    response: type[RespT_co]
 
 
 def rpc(service: ServiceDescriptor, name: str, request: type[Req], response: type[Resp]) -> Rpc[Req, Resp]:

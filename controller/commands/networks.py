@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import click
 
-from agent.api.v1 import networks_pb2, networks_pb2_grpc
 from controller import output
+from controller.api.networks import NetworksApi
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import UsageError
-
-_PROTOCOLS = {networks_pb2.PROTOCOL_TCP: "tcp", networks_pb2.PROTOCOL_UDP: "udp"}
-
-
-def _stub(client: AgentClient) -> networks_pb2_grpc.NetworksStub:
-    return client.stub(networks_pb2_grpc.NetworksStub)
-
-
-def _network_dict(n: networks_pb2.Network) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "name": n.name,
-        "driver": n.driver,
-        "bridge": n.bridge,
-        "subnet": n.subnet,
-        "gateway": n.gateway,
-        "internal": n.internal,
-        "default": n.is_default,
-        "created": n.created_at.ToDatetime().isoformat() + "Z" if n.HasField("created_at") else None,
-        "labels": dict(n.labels),
-        "containers": n.containers,
-    }
-
-
-def _endpoint_dict(e: networks_pb2.Endpoint) -> dict[str, Any]:
-    return {
-        "container_id": e.container_id,
-        "container_name": e.container_name,
-        "network": e.network_name,
-        "address": e.address,
-        "mac": e.mac,
-        "gateway": e.gateway,
-        "host_veth": e.host_veth,
-        "ifname": e.ifname,
-        "aliases": list(e.aliases),
-    }
-
-
-def _port_dict(p: networks_pb2.PortMapping) -> dict[str, Any]:
-    return {
-        "host_ip": p.host_ip,
-        "host_port": p.host_port,
-        "container_port": p.container_port,
-        "protocol": _PROTOCOLS.get(p.protocol, "tcp"),
-    }
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -84,13 +40,11 @@ def network_group() -> None:
 @click.pass_obj
 def network_create(app: App, subnet: str, internal: bool, labels: tuple[str, ...], name: str) -> None:
     """Create a user-defined bridge network; its containers resolve each other by name."""
-    request = networks_pb2.CreateNetworkRequest(
-        name=name, subnet=subnet, internal=internal, labels=_labels(labels)
-    )
+    label_map = _labels(labels)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(_stub(client).Create, request)
-        return _network_dict(r.network)
+        network = await NetworksApi(client).create(name, subnet=subnet, internal=internal, labels=label_map)
+        return asdict(network)
 
     app.run(op, text=lambda d: str(d["id"]))
 
@@ -102,9 +56,7 @@ def network_ls(app: App, quiet: bool) -> None:
     """List networks."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        stub = _stub(client)
-        pages = client.pages(stub.ListStream, stub.List, networks_pb2.ListNetworksRequest())
-        return [_network_dict(n) async for page in pages for n in page.networks]
+        return [asdict(n) for n in await NetworksApi(client).list()]
 
     def table(nets: list[dict[str, Any]]) -> output.Table:
         rows = [
@@ -133,11 +85,12 @@ def network_inspect(app: App, names: tuple[str, ...]) -> None:
     """Show networks in detail (JSON) with their endpoints."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
+        api = NetworksApi(client)
         found = []
         for name in names:
-            r = await client.call(_stub(client).Inspect, networks_pb2.InspectNetworkRequest(name=name))
-            d = _network_dict(r.network)
-            d["endpoints"] = [_endpoint_dict(e) for e in r.endpoints]
+            details = await api.inspect(name)
+            d = asdict(details.network)
+            d["endpoints"] = [asdict(e) for e in details.endpoints]
             found.append(d)
         return found
 
@@ -151,9 +104,10 @@ def network_rm(app: App, names: tuple[str, ...]) -> None:
     """Remove networks (refused while containers are attached)."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[str]:
+        api = NetworksApi(client)
         removed = []
         for name in names:
-            await client.call(_stub(client).Remove, networks_pb2.RemoveNetworkRequest(name=name))
+            await api.remove(name)
             removed.append(name)
         return removed
 
@@ -168,11 +122,9 @@ def network_rm(app: App, names: tuple[str, ...]) -> None:
 @click.pass_obj
 def network_connect(app: App, ip: str, aliases: tuple[str, ...], network: str, container: str) -> None:
     """Connect a container to a further network."""
-    request = networks_pb2.ConnectNetworkRequest(network=network, container=container, ip=ip, aliases=aliases)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(_stub(client).Connect, request)
-        return _endpoint_dict(r.endpoint)
+        return asdict(await NetworksApi(client).connect(network, container, ip=ip, aliases=aliases))
 
     app.run(op, text=lambda d: "")
 
@@ -183,10 +135,9 @@ def network_connect(app: App, ip: str, aliases: tuple[str, ...], network: str, c
 @click.pass_obj
 def network_disconnect(app: App, network: str, container: str) -> None:
     """Disconnect a container from a network."""
-    request = networks_pb2.DisconnectNetworkRequest(network=network, container=container)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        await client.call(_stub(client).Disconnect, request)
+        await NetworksApi(client).disconnect(network, container)
         return {}
 
     app.run(op, text=lambda d: "")
@@ -201,8 +152,7 @@ def port(app: App, container: str, private_port: str | None) -> None:
     want_port, _, want_proto = (private_port or "").partition("/")
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        r = await client.call(_stub(client).ListPorts, networks_pb2.ListPortsRequest(container=container))
-        ports = [_port_dict(p) for p in r.ports]
+        ports = [asdict(p) for p in await NetworksApi(client).ports(container)]
         if want_port:
             ports = [
                 p

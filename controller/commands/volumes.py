@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import click
 
-from agent.api.v1 import volumes_pb2 as pb
-from agent.api.v1 import volumes_pb2_grpc
 from controller import output
+from controller.api.volumes import VolumesApi
 from controller.app import App, HostOutput
 from controller.client import AgentClient
-
-
-def _stub(client: AgentClient) -> volumes_pb2_grpc.VolumesStub:
-    return client.stub(volumes_pb2_grpc.VolumesStub)
-
-
-def volume_dict(v: pb.Volume) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "driver": v.driver,
-        "mountpoint": v.mountpoint,
-        "created": v.created.ToDatetime().isoformat() + "Z",
-        "labels": dict(v.labels),
-        "anonymous": v.anonymous,
-        "used_by": list(v.used_by),
-    }
 
 
 @click.group("volume")
@@ -44,8 +28,7 @@ def create(app: App, labels: tuple[str, ...], name: str) -> None:
     label_map = dict(item.partition("=")[::2] for item in labels)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(_stub(client).Create, pb.CreateVolumeRequest(name=name, labels=label_map))
-        return volume_dict(r.volume)
+        return asdict(await VolumesApi(client).create(name, label_map))
 
     app.run(op, text=lambda d: d["name"])
 
@@ -57,9 +40,7 @@ def ls(app: App, quiet: bool) -> None:
     """List volumes."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        stub = _stub(client)
-        pages = client.pages(stub.ListStream, stub.List, pb.ListVolumesRequest())
-        return [volume_dict(v) async for page in pages for v in page.volumes]
+        return [asdict(v) for v in await VolumesApi(client).list()]
 
     def table(rows: list[dict[str, Any]]) -> output.Table:
         if quiet:
@@ -76,11 +57,8 @@ def inspect(app: App, names: tuple[str, ...]) -> None:
     """Show volumes in detail (JSON)."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        found = []
-        for n in names:
-            r = await client.call(_stub(client).Inspect, pb.InspectVolumeRequest(name=n))
-            found.append(volume_dict(r.volume))
-        return found
+        api = VolumesApi(client)
+        return [asdict(await api.inspect(n)) for n in names]
 
     app.run(op, text=lambda d: json.dumps(d, indent=2), idempotent=True)
 
@@ -93,8 +71,9 @@ def rm(app: App, force: bool, names: tuple[str, ...]) -> None:
     """Remove volumes (refused while a container uses one)."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[str]:
+        api = VolumesApi(client)
         for n in names:
-            await client.call(_stub(client).Remove, pb.RemoveVolumeRequest(name=n, force=force))
+            await api.remove(n, force=force)
         return list(names)
 
     app.run(op, text="\n".join)
@@ -107,8 +86,7 @@ def prune(app: App, force: bool) -> None:
     """Remove every volume no container uses."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[str]:
-        r = await client.call(_stub(client).Prune, pb.PruneVolumesRequest())
-        return list(r.removed)
+        return await VolumesApi(client).prune()
 
     app.run(op, text=lambda names: "\n".join(["Deleted Volumes:", *names]) if names else "")
 
