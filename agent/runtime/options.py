@@ -173,6 +173,28 @@ def parse_memory_swap(value: str) -> int:
     return parse_size(value, "--memory-swap")
 
 
+def memory_from_bytes(size: int) -> int:
+    """The typed --memory (bytes, from a controller that parsed "512m"): the bounds `parse_memory` keeps."""
+    if size < MIN_MEMORY:
+        raise InvalidArgument(f"invalid --memory value {size}: the minimum is 6m")
+    return size
+
+
+def memory_swap_from_bytes(size: int) -> int:
+    """The typed --memory-swap: bytes, or -1 for unlimited swap (what `parse_memory_swap` gives)."""
+    if size < -1:
+        raise InvalidArgument(f"invalid --memory-swap value {size}: expected a size in bytes or -1")
+    return size
+
+
+def cpus_from_nano(nano_cpus: int) -> float:
+    """The typed --cpus (billionths of a CPU, Docker's NanoCPUs) within `parse_cpus`'s bounds."""
+    cpus = nano_cpus / 1e9
+    if not 0.01 <= cpus <= 4096:
+        raise InvalidArgument(f"invalid --cpus value {cpus:g}: must be from 0.01 to 4096")
+    return cpus
+
+
 def parse_cpus(value: str) -> float:
     try:
         cpus = float(value)
@@ -400,6 +422,14 @@ def parse_duration(value: str, flag: str) -> float:
     if pos != len(text) or not text:
         raise InvalidArgument(f"invalid {flag} {value!r}: expected a duration such as 30s or 1m30s")
     return total
+
+
+def seconds_from_nanoseconds(ns: int, flag: str) -> float:
+    """A typed duration (google.protobuf.Duration, from a controller that parsed "30s") in seconds, as
+    `parse_duration` gives them; never negative."""
+    if ns < 0:
+        raise InvalidArgument(f"invalid {flag}: a duration must not be negative")
+    return ns / 1e9
 
 
 def check_name(name: str) -> str:

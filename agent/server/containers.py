@@ -1,7 +1,8 @@
 """The Containers servicer: validate → ContainerManager → convert to agent.api.v1 messages. Nothing else.
 
-`run_options` turns the API's `ContainerConfig` (the user's syntax) into `RunOptions` with the parsers of
-`agent.runtime.options`, so bad input is an InvalidArgument naming the flag before anything is created.
+`run_options` turns the API's `ContainerConfig` into `RunOptions`, so bad input is an InvalidArgument naming
+the flag before anything is created. It is the one place that reads a typed field or, when a controller
+did not set it (an older one), parses the string beside it with the parsers of `agent.runtime.options`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import limits
@@ -26,7 +28,11 @@ from agent.runtime import bundle
 from agent.runtime.options import (
     HealthConfig,
     MountSpec,
+    MountType,
     RunOptions,
+    cpus_from_nano,
+    memory_from_bytes,
+    memory_swap_from_bytes,
     parse_cpus,
     parse_duration,
     parse_env_line,
@@ -37,6 +43,7 @@ from agent.runtime.options import (
     parse_tmpfs,
     parse_ulimit,
     parse_volume,
+    seconds_from_nanoseconds,
 )
 from agent.server import paging
 from agent.server.requests import first_message
@@ -53,6 +60,11 @@ STATUS = {
     Status.DEAD: pb.CONTAINER_STATUS_DEAD,
 }
 STREAMS = {"stdout": pb.OUTPUT_STREAM_STDOUT, "stderr": pb.OUTPUT_STREAM_STDERR}
+MOUNT_TYPES = {
+    MountType.BIND: pb.MOUNT_TYPE_BIND,
+    MountType.VOLUME: pb.MOUNT_TYPE_VOLUME,
+    MountType.TMPFS: pb.MOUNT_TYPE_TMPFS,
+}
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -81,17 +93,60 @@ def _security_opts(values: list[str]) -> tuple[bool, str]:
     return no_new_privs, seccomp
 
 
+def _memory(cfg: pb.ContainerConfig) -> int | None:
+    if cfg.HasField("memory_bytes"):
+        return memory_from_bytes(cfg.memory_bytes)
+    return parse_memory(cfg.memory) if cfg.memory else None
+
+
+def _memory_swap(cfg: pb.ContainerConfig) -> int | None:
+    if cfg.HasField("memory_swap_bytes"):
+        return memory_swap_from_bytes(cfg.memory_swap_bytes)
+    return parse_memory_swap(cfg.memory_swap) if cfg.memory_swap else None
+
+
+def _cpus(cfg: pb.ContainerConfig) -> float | None:
+    if cfg.HasField("nano_cpus"):
+        return cpus_from_nano(cfg.nano_cpus)
+    return parse_cpus(cfg.cpus) if cfg.cpus else None
+
+
+HealthDuration = Literal[
+    "health_interval_duration", "health_timeout_duration", "health_start_period_duration"
+]
+
+
+def _typed(cfg: pb.ContainerConfig, name: HealthDuration) -> Duration | None:
+    value: Duration = getattr(cfg, name)
+    return value if cfg.HasField(name) else None
+
+
+def _seconds(typed: Duration | None, text: str, flag: str) -> float | None:
+    """A typed duration when set, else the string form parsed; None when neither is given."""
+    if typed is not None:
+        return seconds_from_nanoseconds(typed.ToNanoseconds(), flag)
+    return parse_duration(text, flag) if text else None
+
+
 def _health(cfg: pb.ContainerConfig) -> HealthConfig | None:
     if cfg.no_healthcheck:
         return HealthConfig(test=("NONE",))
+    interval_d = _typed(cfg, "health_interval_duration")
+    timeout_d = _typed(cfg, "health_timeout_duration")
+    start_period_d = _typed(cfg, "health_start_period_duration")
     if not cfg.health_cmd:
-        if cfg.health_interval or cfg.health_timeout or cfg.health_retries or cfg.health_start_period:
+        typed = (interval_d, timeout_d, start_period_d)
+        strings = (cfg.health_interval, cfg.health_timeout, cfg.health_start_period)
+        if any(d is not None for d in typed) or any(strings) or cfg.health_retries:
             raise InvalidArgument("--health-interval/--health-timeout/--health-retries need --health-cmd")
         return None
     if cfg.health_retries < 0:
         raise InvalidArgument("--health-retries must not be negative")
-    interval = parse_duration(cfg.health_interval, "--health-interval") if cfg.health_interval else 30.0
-    timeout = parse_duration(cfg.health_timeout, "--health-timeout") if cfg.health_timeout else 30.0
+    interval = _seconds(interval_d, cfg.health_interval, "--health-interval")
+    timeout = _seconds(timeout_d, cfg.health_timeout, "--health-timeout")
+    start_period = _seconds(start_period_d, cfg.health_start_period, "--health-start-period")
+    interval = 30.0 if interval is None else interval
+    timeout = 30.0 if timeout is None else timeout
     if interval <= 0 or timeout <= 0:
         raise InvalidArgument("--health-interval and --health-timeout must be positive")
     return HealthConfig(
@@ -99,9 +154,7 @@ def _health(cfg: pb.ContainerConfig) -> HealthConfig | None:
         interval_s=interval,
         timeout_s=timeout,
         retries=cfg.health_retries or 3,
-        start_period_s=parse_duration(cfg.health_start_period, "--health-start-period")
-        if cfg.health_start_period
-        else 0.0,
+        start_period_s=start_period or 0.0,
     )
 
 
@@ -139,9 +192,9 @@ def run_options(cfg: pb.ContainerConfig) -> RunOptions:
         hostname=cfg.hostname,
         labels=dict(cfg.labels),
         mounts=tuple(mounts),
-        memory=parse_memory(cfg.memory) if cfg.memory else None,
-        memory_swap=parse_memory_swap(cfg.memory_swap) if cfg.memory_swap else None,
-        cpus=parse_cpus(cfg.cpus) if cfg.cpus else None,
+        memory=_memory(cfg),
+        memory_swap=_memory_swap(cfg),
+        cpus=_cpus(cfg),
         cpu_shares=cfg.cpu_shares or None,
         pids_limit=cfg.pids_limit or None,
         ulimits=tuple(parse_ulimit(u) for u in cfg.ulimits),
@@ -187,7 +240,13 @@ def container_message(mgr: ContainerManager, rec: ContainerRecord, *, detail: bo
         hostname=rec.hostname,
         network=opts.network,
         mounts=[
-            pb.ContainerMount(type=str(m.type), source=m.source, destination=m.target, read_only=m.read_only)
+            pb.ContainerMount(
+                type=str(m.type),
+                mount_type=MOUNT_TYPES[m.type],
+                source=m.source,
+                destination=m.target,
+                read_only=m.read_only,
+            )
             for m in opts.mounts
         ],
         log_path=str(mgr.paths(rec.id).log),
@@ -218,12 +277,20 @@ def container_message(mgr: ContainerManager, rec: ContainerRecord, *, detail: bo
     return msg
 
 
-def _parse_filters(filters: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in filters:
+def _parse_filters(request: pb.ListContainersRequest) -> dict[str, list[str]]:
+    """The key/value pairs when a controller sent them, else the KEY=VALUE strings (an older one)."""
+    pairs: list[tuple[str, str]] = []
+    for p in request.filter_pairs:
+        if not p.key:
+            raise InvalidArgument(f"invalid filter {p.key + '=' + p.value!r}: expected KEY=VALUE")
+        pairs.append((p.key, p.value))
+    for f in [] if pairs else request.filters:
         key, sep, value = f.partition("=")
         if not sep or not key:
             raise InvalidArgument(f"invalid filter {f!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
         out.setdefault(key.strip().lower(), []).append(value)
     return out
 
@@ -374,7 +441,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
         return pb.WaitContainerResponse(exit_code=code, error=error)
 
     def _listed(self, request: pb.ListContainersRequest) -> Iterator[pb.Container]:
-        filters = _parse_filters(list(request.filters))
+        filters = _parse_filters(request)
         records = self._m.list_containers(all_=request.all or "status" in filters)
         return (container_message(self._m, r) for r in records if _matches(self._m, r, filters))
 
