@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 import click
+from cryptography import x509
 
-from agent.api.v1 import pki_pb2, pki_pb2_grpc
 from controller import pki
+from controller.api.pki import InstalledCertificate, PkiApi
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import ConnectError, ControllerError, UsageError
@@ -35,23 +36,19 @@ def _no_rotation(app: App) -> None:
 async def _push_crl(client: AgentClient, crl: bytes | None) -> dict[str, Any]:
     if crl is None:
         return {}
-    stub = client.stub(pki_pb2_grpc.PkiStub)
-    r = await client.call(stub.InstallCrl, pki_pb2.InstallCrlRequest(crl_pem=crl))
+    r = await PkiApi(client).install_crl(crl)
     return {"crl_number": r.crl_number, "revoked": r.revoked}
 
 
 async def _renew(
     client: AgentClient, ca: pki.CertificateAuthority, days: int, cross: bytes = b""
-) -> tuple[pki_pb2.InstallCertificateResponse, Any]:
+) -> tuple[InstalledCertificate, x509.Certificate]:
     """CreateCsr on the agent, sign it here with `ca`, install it (with the cross-certificate, if any)."""
-    stub = client.stub(pki_pb2_grpc.PkiStub)
+    api = PkiApi(client)
     names = list(dict.fromkeys([client.name, client.target.address]))
-    csr = await client.call(stub.CreateCsr, pki_pb2.CreateCsrRequest(common_name=client.name, names=names))
-    cert = pki.sign_csr(ca, csr.csr_pem, role=pki.ROLE_AGENT, sans=names, days=days)
-    request = pki_pb2.InstallCertificateRequest(
-        certificate_pem=pki.cert_pem(cert), ca_pem=ca.cert_pem, ca_cross_signed_pem=cross
-    )
-    return await client.call(stub.InstallCertificate, request), cert
+    csr = await api.create_csr(client.name, names)
+    cert = pki.sign_csr(ca, csr, role=pki.ROLE_AGENT, sans=names, days=days)
+    return await api.install_certificate(pki.cert_pem(cert), ca.cert_pem, cross), cert
 
 
 @click.command()
@@ -70,7 +67,7 @@ def rotate(app: App, days: int) -> None:
         return {
             "subject": r.subject,
             "serial": f"{cert.serial_number:x}",
-            "not_after": r.not_after.ToDatetime().isoformat() + "Z",
+            "not_after": r.not_after,
             **await _push_crl(client, crl),
         }
 
@@ -104,10 +101,9 @@ async def _confirm(client: AgentClient, rotation: pki.Rotation, crl: bytes | Non
     while True:
         fresh = AgentClient(client.target, rotation.dir)
         try:
-            stub = fresh.stub(pki_pb2_grpc.PkiStub)
-            r = await fresh.call(stub.ConfirmCaRotation, pki_pb2.ConfirmCaRotationRequest(), timeout=5)
+            ca_subject = await PkiApi(fresh).confirm_ca_rotation(timeout=5)
             await _push_crl(fresh, crl)
-            return str(r.ca_subject)
+            return ca_subject
         except ConnectError:
             if time.monotonic() > deadline:
                 raise
