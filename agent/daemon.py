@@ -1,7 +1,7 @@
 """The agent's composition root: build managers from config, serve them over gRPC, shut down cleanly.
 
-Areas plug in at the two marked spots: `Components.build` constructs managers and registers start/stop
-hooks; `register_services` adds servicers. Servicers only translate; managers own behaviour.
+`Components.build` constructs every manager and passes each what it uses; `register_services` adds one
+servicer per service. Servicers only translate; managers own behaviour.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +37,7 @@ from agent.api.v1 import (
 from agent.build.manager import BuildManager
 from agent.config import AgentConfig
 from agent.containers.manager import ContainerManager, ContainerSettings
+from agent.containers.view import ContainerView
 from agent.containers.volumes import VolumeManager
 from agent.images.manager import ImageManager
 from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
@@ -65,42 +66,44 @@ Hook = Callable[[], Awaitable[None]]
 DRAIN_SECONDS = 10.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Components:
-    """Everything the servicers need, built once per agent process."""
+    """Every manager the servicers need, built once per agent process, with their start/stop hooks."""
 
     config: AgentConfig
     db: Database
     started_at: datetime
-    on_start: list[Hook] = field(default_factory=list)
-    on_stop: list[Hook] = field(default_factory=list)
-    count_images: Callable[[], int] = lambda: 0
-    count_containers: Callable[[], tuple[int, int]] = lambda: (0, 0)
-    # >>> managers (fields): each area adds its manager attribute here,
-    # e.g. `images: ImageManager | None = None`
-    images: ImageManager | None = None
-    networks: NetworkManager | None = None
-    events: EventLog | None = None
-    volumes: VolumeManager | None = None
-    containers: ContainerManager | None = None
-    builds: BuildManager | None = None
-    transfers: TransferManager | None = None
-    # <<< managers (fields)
+    events: EventLog
+    images: ImageManager
+    networks: NetworkManager
+    volumes: VolumeManager
+    containers: ContainerManager
+    builds: BuildManager
+    transfers: TransferManager
+    on_start: list[Hook]
+    on_stop: list[Hook]
 
     @classmethod
     def build(cls, config: AgentConfig) -> Components:
+        """Build the managers in dependency order; each gets what it uses at construction.
+
+        Images, volumes and networks ask about containers (an image or volume in use, a name to connect,
+        orphans at start): they read the container records, which exist before the container manager.
+        """
         config.data_root.mkdir(parents=True, exist_ok=True)
-        c = cls(config=config, db=Database(config.data_root / "dockyard.db"), started_at=datetime.now(UTC))
-        # >>> managers (construction): each area builds its manager from `c.config`/`c.db` and appends
-        # its start (reconcile) / stop hooks to c.on_start / c.on_stop.
-        c.images = ImageManager(config.data_root, c.db)
-        c.on_start.append(c.images.start)
-        registry = RegistryClient.from_config(config)  # registry area: pull/push go through it
-        c.images.attach_registry(registry, concurrency=config.max_concurrent_downloads)
-        c.on_stop.append(registry.aclose)
-        c.count_images = c.images.count
-        c.networks = NetworkManager(
-            c.db,
+        db = Database(config.data_root / "dockyard.db")
+        records = ContainerView(db)
+        events = EventLog(db)
+        registry = RegistryClient.from_config(config)
+        images = ImageManager(
+            config.data_root,
+            db,
+            in_use=records.image_digests,
+            registry=registry,
+            pull_concurrency=config.max_concurrent_downloads,
+        )
+        networks = NetworkManager(
+            db,
             NetworkSettings(
                 bridge=config.network_bridge,
                 subnet=config.network_subnet,
@@ -109,12 +112,10 @@ class Components:
                 nft_table=config.network_nft_table,
                 etc_dir=config.data_root / "network" / "containers",
             ),
+            ContainerLookupAdapter(records),
         )
-        c.on_start.append(c.networks.start)
-        c.on_stop.append(c.networks.stop)
-        c.events = EventLog(c.db)
-        c.volumes = VolumeManager(config.data_root, c.db, c.events)
-        c.containers = ContainerManager(
+        volumes = VolumeManager(config.data_root, db, events, users_of=records.volume_users)
+        containers = ContainerManager(
             ContainerSettings(
                 data_root=config.data_root,
                 exec_root=config.exec_root or config.data_root / "run",
@@ -124,30 +125,36 @@ class Components:
                 log_max_files=config.container_log_max_files,
                 stop_timeout=config.stop_timeout,
             ),
-            c.db,
-            c.images,
-            c.events,
-            c.volumes,
-            network=BridgeAttacher(c.networks),  # network area: bridge networking, -p, names
+            db,
+            images,
+            events,
+            volumes,
+            network=BridgeAttacher(networks),
         )
-        c.networks.set_container_lookup(ContainerLookupAdapter(c.containers))  # connect/port/orphans
-        c.images.in_use = c.containers.image_digests_in_use
-        c.count_containers = c.containers.counts
-        c.on_start.append(c.containers.start)
-        c.on_stop.append(c.containers.stop)
-        # build area: RUN steps on the agent's own runtime, on the default bridge via the network area
-        c.builds = BuildManager(
-            config.data_root, c.db, c.images, runtime=config.runtime, network=BridgeAttacher(c.networks)
+        # RUN steps run on the agent's own runtime, on the default bridge
+        builds = BuildManager(
+            config.data_root, db, images, runtime=config.runtime, network=BridgeAttacher(networks)
         )
-        c.on_start.append(c.builds.start)
-        # transfer area: image send (blobs), commit, volume copy and recreate for move
-        c.transfers = TransferManager(c.images, c.containers, c.volumes)
-        # <<< managers (construction)
-        return c
+        transfers = TransferManager(images, containers, volumes)
+        return cls(
+            config=config,
+            db=db,
+            started_at=datetime.now(UTC),
+            events=events,
+            images=images,
+            networks=networks,
+            volumes=volumes,
+            containers=containers,
+            builds=builds,
+            transfers=transfers,
+            # started in this order, stopped in reverse
+            on_start=[images.start, networks.start, containers.start, builds.start],
+            on_stop=[registry.aclose, networks.stop, containers.stop],
+        )
 
     def counts(self) -> Counts:
-        total, running = self.count_containers()
-        return Counts(images=self.count_images(), containers=total, containers_running=running)
+        total, running = self.containers.counts()
+        return Counts(images=self.images.count(), containers=total, containers_running=running)
 
 
 def register_services(server: grpc.aio.Server, c: Components) -> None:
@@ -160,24 +167,15 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
         ),
         server,
     )
-    # >>> services: each area registers its servicer here
-    if c.images is not None:
-        images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(c.images), server)
-    if c.networks is not None:
-        networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
+    images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(c.images), server)
+    networks_pb2_grpc.add_NetworksServicer_to_server(NetworksServicer(c.networks), server)
     if c.config.listen:  # certificate rotation only makes sense where there is a TLS identity
         pki_pb2_grpc.add_PkiServicer_to_server(PkiServicer(c.config.tls_dir), server)
-    if c.containers is not None:
-        containers_pb2_grpc.add_ContainersServicer_to_server(ContainersServicer(c.containers), server)
-    if c.volumes is not None:
-        volumes_pb2_grpc.add_VolumesServicer_to_server(VolumesServicer(c.volumes), server)
-    if c.events is not None:
-        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(c.events), server)
-    if c.builds is not None:
-        build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
-    if c.transfers is not None and c.images is not None:
-        transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(c.transfers, c.images), server)
-    # <<< services
+    containers_pb2_grpc.add_ContainersServicer_to_server(ContainersServicer(c.containers), server)
+    volumes_pb2_grpc.add_VolumesServicer_to_server(VolumesServicer(c.volumes), server)
+    events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(c.events), server)
+    build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
+    transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(c.transfers, c.images), server)
 
 
 def split_host_port(address: str) -> tuple[str, int]:

@@ -45,11 +45,12 @@ class Volume:
 
 
 class VolumeManager:
-    def __init__(self, data_root: Path, db: Database, events: EventLog) -> None:
+    def __init__(self, data_root: Path, db: Database, events: EventLog, users_of: UsersOf) -> None:
+        """`users_of(name)` gives the IDs of the containers that mount a volume (those block `rm`)."""
         self.root = data_root / "volumes"
         self.db = db
         self.events = events
-        self.users_of: UsersOf = lambda _name: []
+        self.users_of = users_of
         db.ensure_schema(DDL)
 
     def _volume(self, name: str, created: str, labels: str, anonymous: int) -> Volume:

@@ -1,23 +1,16 @@
-"""ImageManager: the images facade the Images servicer (and other areas) call.
+"""ImageManager: the images facade the Images servicer, the container manager, builds and transfers call.
 
 It ties together the content store (`content.py`), snapshots (`snapshots.py`), metadata (`store.py`),
-unpacking (`unpack.py`), archives (`archive.py`) and GC (`gc.py`). Pull and push live in
-`agent/images/pull.py` / `push.py` and are exposed here as `pull(...)` / `push(...)`.
+unpacking (`unpack.py`), archives (`archive_read.py`, `archive_write.py`, `rootfs_import.py`) and GC
+(`gc.py`). Pull and push live in `pull.py` / `push.py` and are exposed here as `pull(...)` / `push(...)`.
 
-For other areas:
-
-* Containers: `await images.resolve_for_run(ref)` → `(ImageRecord, config dict, lowerdirs)`. `lowerdirs`
-  are the image's snapshot directories, top-most first, ready for
-  `mount -t overlay overlay -o lowerdir=<":".join(lowerdirs)>,upperdir=…,workdir=… <rootfs>`; the config
-  dict is the OCI image config (`config.Env`, `config.Cmd`, `config.Entrypoint`, `config.WorkingDir`,
-  `config.User`, ...). Keep the record's `digest` with the container and provide
-  `images.in_use = lambda: {digests of images that containers use}` so that `rmi` refuses (without -f)
-  and `image prune` / GC keeps their snapshots.
-* Pull (registry area): write blobs with `self.content.ingest(...)` inside `async with self.operation():`,
-  then `await self.register(name, manifest_digest, index_digest=...)` which reads manifest and config from
-  the content store, unpacks any layer whose snapshot is missing, and records the image. To unpack while
-  downloading, use `self.snapshots.prepare/commit` with `unpack.unpack_blob` yourself first; `register`
-  then only verifies.
+* Running: `await images.resolve_for_run(ref)` → `(ImageRecord, config dict, lowerdirs)`; `lowerdirs` are
+  the image's snapshot directories, top-most first, ready for an overlay mount; the config dict is the OCI
+  image config. `in_use` (given at construction) names the digests containers use, so that `rmi` refuses
+  (without -f) and `image prune` / GC keeps their snapshots.
+* Writing content (pull, load, build, commit): ingest blobs inside `async with self.operation():`, then
+  `await self.register(name, manifest_digest, index_digest=...)`, which reads manifest and config from the
+  content store, unpacks any layer whose snapshot is missing, and records the image.
 """
 
 from __future__ import annotations
@@ -96,15 +89,21 @@ class ImageManager:
         db: Database,
         *,
         in_use: InUse | None = None,
+        registry: RegistryClient | None = None,
+        pull_concurrency: int = pull_mod.DEFAULT_CONCURRENCY,
         durable: bool = True,
         unpack_parallelism: int = 4,
     ) -> None:
+        """`registry` is what pull, push and login go through (None: those fail with FailedPrecondition)."""
         self.data_root = data_root
         self.content = ContentStore(data_root / "content", space_root=data_root)
         self.snapshots = SnapshotStore(data_root / "snapshots", db, durable=durable)
         self.store = ImageStore(db)
         self.tmp_dir = data_root / "tmp" / "images"
         self.in_use: InUse = in_use or _no_containers
+        self.registry = registry
+        self.blob_sources = BlobSources(db) if registry is not None else None
+        self.pull_concurrency = pull_concurrency
         self.gc_lock = gc.GcLock()
         self._unpack_slots = asyncio.Semaphore(max(1, unpack_parallelism))
 
@@ -461,19 +460,7 @@ class ImageManager:
     def list(self) -> list[ImageRecord]:
         return self.store.list()
 
-    # ---- >>> registry area: pull, push, login check (agent/images/pull.py, push.py) -----------------
-
-    registry: RegistryClient | None = None
-    blob_sources: BlobSources | None = None
-    pull_concurrency: int = pull_mod.DEFAULT_CONCURRENCY
-
-    def attach_registry(
-        self, client: RegistryClient, *, concurrency: int = pull_mod.DEFAULT_CONCURRENCY
-    ) -> None:
-        """Give the manager the registry client the daemon built from the agent config."""
-        self.registry = client
-        self.blob_sources = BlobSources(self.store.db)
-        self.pull_concurrency = concurrency
+    # ---- registry: pull, push, login check (pull.py, push.py) -----------------------------------------
 
     def _registry(self) -> tuple[RegistryClient, BlobSources]:
         if self.registry is None or self.blob_sources is None:
@@ -498,8 +485,6 @@ class ImageManager:
     async def check_login(self, registry: str, credentials: Credentials) -> None:
         client, _ = self._registry()
         await asyncio.to_thread(client.check_login, registry, credentials)
-
-    # ---- <<< registry area ----------------------------------------------------------------------------
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

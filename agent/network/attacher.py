@@ -140,13 +140,15 @@ class ContainerRecordLike(Protocol):
 
 
 class ContainerFinder(Protocol):
+    """The container records (`agent.containers.view.ContainerView`): by name/ID prefix, and all of them."""
+
     def find(self, ref: str) -> ContainerRecordLike: ...
 
     def list_containers(self, *, all_: bool = True) -> Sequence[ContainerRecordLike]: ...
 
 
 class ContainerLookupAdapter:
-    """Resolves names/IDs through the container manager; a running container's namespace via its pid."""
+    """Resolves names/IDs through the container records; a running container's namespace via its pid."""
 
     def __init__(self, containers: ContainerFinder) -> None:
         self._containers = containers

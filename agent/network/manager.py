@@ -109,7 +109,7 @@ class ContainerRef:
 
 
 class ContainerLookup(Protocol):
-    """Provided by the container manager: resolve a user's name/ID to a container; list all IDs."""
+    """Resolve a user's name/ID to a container; list all IDs (`attacher.ContainerLookupAdapter`)."""
 
     async def resolve(self, name_or_id: str) -> ContainerRef: ...
 
@@ -143,7 +143,10 @@ def _parse_subnet(text: str) -> IPv4Network:
 
 
 class NetworkManager:
-    def __init__(self, db: Database, settings: NetworkSettings) -> None:
+    def __init__(
+        self, db: Database, settings: NetworkSettings, containers: ContainerLookup | None = None
+    ) -> None:
+        """`containers` serves connect/disconnect by name and the orphan sweep at start (None: neither)."""
         self._settings = settings
         self._store = NetworkStore(db)
         self._ipam = ipam.Ipam(db)
@@ -152,16 +155,13 @@ class NetworkManager:
         self._reservations = PortReservations()
         self._lock = asyncio.Lock()
         self._ready: set[str] = set()  # bridges known to be up in this process
-        self._lookup: ContainerLookup | None = None
+        self._lookup = containers
         # Host veths being deleted in the background (see `_unplug_soon`), by name.
         self._unplugging: dict[str, asyncio.Task[None]] = {}
         if len(settings.name_prefix) > 5:
             raise InvalidArgument(
                 "network name prefix must be at most 5 characters (interface names are short)"
             )
-
-    def set_container_lookup(self, lookup: ContainerLookup) -> None:
-        self._lookup = lookup
 
     # --- queries -------------------------------------------------------------------------------------
 

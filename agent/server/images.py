@@ -182,7 +182,7 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         )
         return images_pb2.ImportImageResponse(image=self._message(record))
 
-    # ---- >>> registry area: Pull, Push, CheckLogin ----------------------------------------------------
+    # ---- Pull, Push, CheckLogin ------------------------------------------------------------------------
 
     async def Pull(
         self, request: images_pb2.PullImageRequest, context: grpc.aio.ServicerContext
@@ -267,5 +267,3 @@ def _pull_message(event: PullEvent, servicer: ImagesServicer) -> images_pb2.Pull
     )
     return images_pb2.PullImageResponse(finished=finished)
 
-
-# ---- <<< registry area --------------------------------------------------------------------------------

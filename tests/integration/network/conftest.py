@@ -24,7 +24,7 @@ import pytest
 
 from agent.network import nft
 from agent.network.etcfiles import EtcPaths
-from agent.network.manager import NetworkManager, NetworkSettings
+from agent.network.manager import ContainerLookup, NetworkManager, NetworkSettings
 from agent.state.db import Database
 from tests.support.agent import AgentProcess, FleetPki, run_cli
 
@@ -225,8 +225,8 @@ class Lab:
         )
         return path
 
-    def manager(self, db_path: Path) -> NetworkManager:
-        mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "etc"))
+    def manager(self, db_path: Path, containers: ContainerLookup | None = None) -> NetworkManager:
+        mgr = NetworkManager(Database(db_path), self.settings(db_path.parent / "etc"), containers)
         self.managers.append(mgr)
         return mgr
 

@@ -172,7 +172,32 @@ async def test_egress_is_masqueraded_and_internal_networks_have_none(
         )
 
 
-async def test_requested_ip_exhaustion_and_connect(lab: Lab, manager: NetworkManager) -> None:
+class Lookup:
+    """The containers a test made known by name (what the container records give the agent's manager)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, ContainerRef] = {}
+
+    async def resolve(self, name_or_id: str) -> ContainerRef:
+        if name_or_id not in self.known:
+            raise NotFound(f"no container {name_or_id}")
+        return self.known[name_or_id]
+
+    async def existing_ids(self) -> set[str]:
+        return {ref.id for ref in self.known.values()}
+
+
+async def test_requested_ip_exhaustion_and_connect(lab: Lab, tmp_path: Path) -> None:
+    lookup = Lookup()
+    manager = lab.manager(tmp_path / "dockyard.db", containers=lookup)
+    await manager.start()
+    try:
+        await _exhaust_and_connect(lab, manager, lookup)
+    finally:
+        await manager.stop()
+
+
+async def _exhaust_and_connect(lab: Lab, manager: NetworkManager, lookup: Lookup) -> None:
     tiny = await manager.create("tiny", subnet="10.232.255.0/30")  # inside our /16; one usable address
     a, b = lab.netns("a"), lab.netns("b")
     a_id = cid()
@@ -183,16 +208,7 @@ async def test_requested_ip_exhaustion_and_connect(lab: Lab, manager: NetworkMan
     with pytest.raises(ResourceExhausted):
         await manager.attach(AttachRequest(cid(), network="tiny"), b.path)
 
-    class Lookup:
-        async def resolve(self, name_or_id: str) -> ContainerRef:
-            if name_or_id != "a":
-                raise NotFound(f"no container {name_or_id}")
-            return ContainerRef(a_id, "a", "a", a.path)
-
-        async def existing_ids(self) -> set[str]:
-            return {a_id}
-
-    manager.set_container_lookup(Lookup())
+    lookup.known["a"] = ContainerRef(a_id, "a", "a", a.path)
     await manager.create("extra")
     ep = await manager.connect("extra", "a", aliases=("alias-a",))
     assert ep.ifname == "eth1"
