@@ -10,3 +10,10 @@ Errors: every call raises ControllerError (controller.errors) and nothing else; 
 translated in one place, `AgentClient.translating`. A call whose failure must end the process with a
 particular exit code says so with `exits=ErrorExits(...)` when it is made.
 """
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
+"""A JSON document the agent sends as bytes (an image config, a manifest), parsed."""

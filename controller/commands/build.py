@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,7 +19,10 @@ from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import UsageError
 
-# The parser, the context streamer and the generated messages are imported when a build runs: every CLI
+if TYPE_CHECKING:
+    from controller.api.build import LayerMade
+
+# The parser, the context streamer and the client API are imported when a build runs: every CLI
 # command loads this module, and only `build` needs them.
 
 
@@ -77,20 +79,18 @@ def _base_images(text: str, name: str, build_args: dict[str, str]) -> set[str]:
     return refs
 
 
-def _registry_auth(app: App, refs: set[str]) -> dict[str, Any]:
-    from agent.api.v1 import images_pb2
-
+def _registry_auth(app: App, refs: set[str]) -> dict[str, credentials.Login]:
     store = credentials.CredentialStore(app.config_dir)
-    out: dict[str, images_pb2.RegistryCredentials] = {}
+    out: dict[str, credentials.Login] = {}
     for ref in refs:
         host = credentials.registry_of(ref)
         login = store.get(host)
         if login is not None:
-            out[host] = images_pb2.RegistryCredentials(username=login.username, password=login.password)
+            out[host] = login
     return out
 
 
-def _layer_line(layer: Any) -> str:
+def _layer_line(layer: LayerMade) -> str:
     if not layer.digest:
         return " ---> no changes"
     return f" ---> layer {layer.digest.split(':', 1)[-1][:12]} ({output.human_size(layer.size)})"
@@ -134,8 +134,8 @@ def build(
     context: Path,
 ) -> None:
     """Build an image from a Dockerfile and a context directory, on the agent (-H: on that agent)."""
-    from agent.api.v1 import build_pb2, build_pb2_grpc
     from controller import build_context
+    from controller.api import build as api
 
     path = dockerfile if dockerfile is not None else context / "Dockerfile"
     try:
@@ -146,46 +146,36 @@ def build(
         raise UsageError(f"cannot read the Dockerfile {path}: {exc}") from None
     args = _pairs(build_args, "--build-arg", from_env=True)
     rules = build_context.load_rules(context)
-    options = build_pb2.BuildOptions(
+    options = api.BuildOptions(
         dockerfile=text,
         dockerfile_name=str(dockerfile) if dockerfile is not None else "Dockerfile",
-        tags=list(tags),
+        tags=tags,
         build_args=args,
         target=target or "",
         no_cache=no_cache,
         platform=platform or "",
         labels=_pairs(labels, "--label"),
         registry_auth=_registry_auth(app, _base_images(text, path.name, args)),
-        allow=sorted(set(allow)),
+        allow=tuple(sorted(set(allow))),
     )
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(build_pb2_grpc.BuildStub)
-
-        async def requests() -> AsyncIterator[build_pb2.BuildRequest]:
-            yield build_pb2.BuildRequest(options=options)
-            async for chunk in build_context.stream(context, rules):
-                yield build_pb2.BuildRequest(context_chunk=chunk)
-
-        result: build_pb2.BuildResult | None = None
-        async for msg in client.stream(stub.Build, requests(), timeout=None):
-            kind = msg.WhichOneof("event")
-            if kind == "result":
-                result = msg.result
+        result: api.BuildResult | None = None
+        async for event in api.BuildApi(client).build(options, build_context.stream(context, rules)):
+            if isinstance(event, api.BuildResult):
+                result = event
             elif quiet:
                 continue
-            elif kind == "step":
-                out.line(f"Step {msg.step.number}/{msg.step.total} : {msg.step.instruction}")
-            elif kind == "output":
-                out.line(msg.output.line)
-            elif kind == "cached":
+            elif isinstance(event, api.Step):
+                out.line(f"Step {event.number}/{event.total} : {event.instruction}")
+            elif isinstance(event, api.OutputLine):
+                out.line(event.line)
+            elif isinstance(event, api.Cached):
                 out.line(" ---> CACHED")
-            elif kind == "layer":
-                out.line(_layer_line(msg.layer))
-            elif kind == "message":
-                out.line(
-                    ("warning: " if msg.message.warning else "") + msg.message.text, err=msg.message.warning
-                )
+            elif isinstance(event, api.LayerMade):
+                out.line(_layer_line(event))
+            elif isinstance(event, api.Message):
+                out.line(("warning: " if event.warning else "") + event.text, err=event.warning)
         if result is None:
             raise UsageError("the agent ended the build without a result")
         return {
@@ -216,11 +206,9 @@ def builder_group() -> None:
 @click.pass_obj
 def builder_prune(app: App) -> None:
     """Forget the build cache (its layers go with the next image prune)."""
-    from agent.api.v1 import build_pb2, build_pb2_grpc
+    from controller.api.build import BuildApi
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(build_pb2_grpc.BuildStub)
-        r = await client.call(stub.PruneBuildCache, build_pb2.PruneBuildCacheRequest())
-        return {"entries_removed": r.entries_removed}
+        return {"entries_removed": await BuildApi(client).prune_cache()}
 
     app.run(op, text=lambda d: f"Removed {d['entries_removed']} build cache entries")

@@ -9,35 +9,24 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
-import grpc
 
-from agent.api.v1 import (
-    build_pb2,
-    build_pb2_grpc,
-    containers_pb2,
-    containers_pb2_grpc,
-    images_pb2,
-    images_pb2_grpc,
-    volumes_pb2,
-    volumes_pb2_grpc,
-)
 from controller import output
+from controller.api.build import BuildApi
+from controller.api.containers import ContainersApi
+from controller.api.images import ARCHIVE_FORMATS, ImagesApi
+from controller.api.volumes import VolumesApi
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import UsageError
 
 CHUNK = 1 << 20
 F = TypeVar("F", bound=Callable[..., Any])
-_FORMATS = {"docker": images_pb2.ARCHIVE_FORMAT_DOCKER, "oci": images_pb2.ARCHIVE_FORMAT_OCI}
-
-
-def _stub(client: AgentClient) -> images_pb2_grpc.ImagesStub:
-    return client.stub(images_pb2_grpc.ImagesStub)
 
 
 def _familiar(name: str) -> tuple[str, str]:
@@ -50,32 +39,6 @@ def _familiar(name: str) -> tuple[str, str]:
     elif repo.startswith("docker.io/"):
         repo = repo[len("docker.io/") :]
     return repo, tag
-
-
-def _image_dict(img: images_pb2.Image) -> dict[str, Any]:
-    created = img.created.ToDatetime(tzinfo=UTC).isoformat() if img.HasField("created") else None
-    return {
-        "id": img.id,
-        "digest": img.digest,
-        "names": list(img.names),
-        "media_type": img.media_type,
-        "platform": img.platform,
-        "size": img.size,
-        "content_size": img.content_size,
-        "created": created,
-        "index_digest": img.index_digest or None,
-        "in_use": img.in_use,
-        "layers": [
-            {
-                "digest": layer.digest,
-                "media_type": layer.media_type,
-                "size": layer.size,
-                "diff_id": layer.diff_id,
-                "chain_id": layer.chain_id,
-            }
-            for layer in img.layers
-        ],
-    }
 
 
 def _short(digest: str) -> str:
@@ -91,9 +54,7 @@ def _created(d: dict[str, Any]) -> datetime | None:
 
 def _list(app: App, digests: bool, quiet: bool) -> None:
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        stub = _stub(client)
-        pages = client.pages(stub.ListStream, stub.List, images_pb2.ListImagesRequest())
-        return [_image_dict(i) async for page in pages for i in page.images]
+        return [asdict(i) for i in await ImagesApi(client).list()]
 
     def table(images: list[dict[str, Any]]) -> output.Table:
         columns = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
@@ -154,12 +115,13 @@ def image_inspect(app: App, references: tuple[str, ...]) -> None:
     """Show images in detail (JSON), with their config and manifest."""
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
+        api = ImagesApi(client)
         found = []
         for ref in references:
-            r = await client.call(_stub(client).Inspect, images_pb2.InspectImageRequest(reference=ref))
-            d = _image_dict(r.image)
-            d["config"] = json.loads(r.config_json)
-            d["manifest"] = json.loads(r.manifest_json)
+            details = await api.inspect(ref)
+            d = asdict(details.image)
+            d["config"] = details.config
+            d["manifest"] = details.manifest
             found.append(d)
         return found
 
@@ -172,8 +134,7 @@ def image_inspect(app: App, references: tuple[str, ...]) -> None:
 
 def _tag(app: App, source: str, target: str) -> None:
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(_stub(client).Tag, images_pb2.TagImageRequest(source=source, target=target))
-        return _image_dict(r.image)
+        return asdict(await ImagesApi(client).tag(source, target))
 
     app.run(op, text=lambda d: "")
 
@@ -198,12 +159,12 @@ def image_tag(app: App, source: str, target: str) -> None:
 
 def _rmi(app: App, references: tuple[str, ...], force: bool) -> None:
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
+        api = ImagesApi(client)
         untagged: list[str] = []
         deleted: list[str] = []
         reclaimed = 0
         for ref in references:
-            req = images_pb2.RemoveImageRequest(reference=ref, force=force)
-            r = await client.call(_stub(client).Remove, req)
+            r = await api.remove(ref, force=force)
             untagged += r.untagged
             deleted += r.deleted
             reclaimed += r.reclaimed_bytes
@@ -259,9 +220,7 @@ def image_prune(app: App, all_unused: bool, force: bool) -> None:
         click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?", abort=True)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(
-            _stub(client).Prune, images_pb2.PruneImagesRequest(all=all_unused), timeout=None
-        )
+        r = await ImagesApi(client).prune(all_unused=all_unused)
         return {
             "untagged": list(r.untagged),
             "deleted": list(r.deleted),
@@ -292,7 +251,7 @@ def system_df(app: App) -> None:
     """Show disk usage of images, snapshots and content."""
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        r = await client.call(_stub(client).DiskUsage, images_pb2.ImagesDiskUsageRequest())
+        r = await ImagesApi(client).disk_usage()
         return {
             "images": {
                 "total": r.images,
@@ -301,7 +260,7 @@ def system_df(app: App) -> None:
                 "reclaimable": r.images_reclaimable,
             },
             "snapshots": {"total": r.snapshots, "size": r.snapshots_size},
-            "content": {"blobs": r.content_blobs, "size": r.content_size, "partial_size": r.ingest_size},
+            "content": {"blobs": r.content_blobs, "size": r.content_size, "partial_size": r.partial_size},
         }
 
     def table(d: dict[str, Any]) -> output.Table:
@@ -353,27 +312,15 @@ def system_prune(app: App, all_unused: bool, volumes: bool, force: bool) -> None
         )
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        containers = await client.call(
-            client.stub(containers_pb2_grpc.ContainersStub).Prune,
-            containers_pb2.PruneContainersRequest(),
-            timeout=None,
-        )
-        removed_volumes: list[str] = []
-        if volumes:
-            r = await client.call(
-                client.stub(volumes_pb2_grpc.VolumesStub).Prune, volumes_pb2.PruneVolumesRequest()
-            )
-            removed_volumes = list(r.removed)
-        cache = await client.call(
-            client.stub(build_pb2_grpc.BuildStub).PruneBuildCache, build_pb2.PruneBuildCacheRequest()
-        )
-        images = await client.call(  # last: it collects what the others left unreferenced
-            _stub(client).Prune, images_pb2.PruneImagesRequest(all=all_unused), timeout=None
-        )
+        containers = await ContainersApi(client).prune()
+        removed_volumes = await VolumesApi(client).prune() if volumes else []
+        cache_entries = await BuildApi(client).prune_cache()
+        # last: it collects what the others left unreferenced
+        images = await ImagesApi(client).prune(all_unused=all_unused)
         return {
-            "containers": list(containers.removed),
+            "containers": list(containers),
             "volumes": removed_volumes,
-            "build_cache_entries": cache.entries_removed,
+            "build_cache_entries": cache_entries,
             "untagged": list(images.untagged),
             "deleted": list(images.deleted),
             "reclaimed_bytes": images.reclaimed_bytes,
@@ -422,25 +369,17 @@ def _input_path(value: str | None) -> Path | None:
     return path
 
 
-async def _client_stream(client: AgentClient, method: Any, requests: AsyncIterator[Any]) -> Any:
-    try:
-        return await method(requests, metadata=client.metadata())
-    except grpc.aio.AioRpcError as exc:
-        raise await client.translate(exc) from None
-
-
 def _save(app: App, references: tuple[str, ...], output_file: str | None, fmt: str) -> None:
     if len(app.targets) > 1:
         raise UsageError("save reads from one agent at a time: give a single -H")
     if output_file is None and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
-    request = images_pb2.SaveImagesRequest(references=list(references), format=_FORMATS[fmt])
 
     async def op(client: AgentClient, out: HostOutput) -> None:
-        stream = client.stream(_stub(client).Save, request)
+        stream = ImagesApi(client).save(references, fmt)
         if output_file is None:
-            async for msg in stream:
-                await asyncio.to_thread(sys.stdout.buffer.write, msg.chunk)
+            async for chunk in stream:
+                await asyncio.to_thread(sys.stdout.buffer.write, chunk)
             await asyncio.to_thread(sys.stdout.buffer.flush)
             return
         final = Path(output_file)
@@ -448,8 +387,8 @@ def _save(app: App, references: tuple[str, ...], output_file: str | None, fmt: s
         try:
             fh: IO[bytes] = await asyncio.to_thread(open, part, "wb")
             try:
-                async for msg in stream:
-                    await asyncio.to_thread(fh.write, msg.chunk)
+                async for chunk in stream:
+                    await asyncio.to_thread(fh.write, chunk)
             finally:
                 fh.close()
             os.replace(part, final)
@@ -464,7 +403,7 @@ _SAVE_OPTIONS = [
     click.option(
         "--format",
         "archive_format",
-        type=click.Choice(sorted(_FORMATS)),
+        type=click.Choice(sorted(ARCHIVE_FORMATS)),
         default="docker",
         show_default=True,
         help="docker-archive or OCI image-layout archive",
@@ -507,14 +446,10 @@ def _load(app: App, input_file: str | None, quiet: bool) -> None:
         raise UsageError("loading from stdin works with one agent only: use -i FILE for several")
 
     async def op(client: AgentClient, out: HostOutput) -> list[dict[str, Any]]:
-        async def requests() -> AsyncIterator[images_pb2.LoadImagesRequest]:
-            async for chunk in _read_chunks(path):
-                yield images_pb2.LoadImagesRequest(chunk=chunk)
-
-        r = await _client_stream(client, _stub(client).Load, requests())
+        r = await ImagesApi(client).load(_read_chunks(path))
         for warning in r.warnings:
             out.line(f"warning: {warning}", err=True)
-        return [_image_dict(i) for i in r.images]
+        return [asdict(i) for i in r.images]
 
     def text(loaded: list[dict[str, Any]]) -> str:
         if quiet:
@@ -558,13 +493,10 @@ def _import(app: App, source: str, reference: str | None, changes: tuple[str, ..
         raise UsageError("importing from stdin works with one agent only: give a file for several")
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        async def requests() -> AsyncIterator[images_pb2.ImportImageRequest]:
-            yield images_pb2.ImportImageRequest(reference=reference or "", changes=changes, message=message)
-            async for chunk in _read_chunks(path):
-                yield images_pb2.ImportImageRequest(chunk=chunk)
-
-        r = await _client_stream(client, _stub(client).Import, requests())
-        return _image_dict(r.image)
+        image = await ImagesApi(client).import_rootfs(
+            _read_chunks(path), reference=reference or "", changes=changes, message=message
+        )
+        return asdict(image)
 
     app.run(op, text=lambda d: d["id"])
 

@@ -13,33 +13,16 @@ from typing import Any
 
 import click
 
-from agent.api.v1 import images_pb2, images_pb2_grpc
 from controller import credentials, terminal
+from controller.api.registry import Progress, Pulled, Pushed, RegistryApi, Resolved
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.errors import ControllerError, UsageError
 from controller.transfer_view import PULL_WORDS, PUSH_WORDS, TransferView, short
 
-_STATES = {
-    images_pb2.TRANSFER_STATE_WAITING: "waiting",
-    images_pb2.TRANSFER_STATE_DOWNLOADING: "downloading",
-    images_pb2.TRANSFER_STATE_EXTRACTING: "extracting",
-    images_pb2.TRANSFER_STATE_EXISTS: "exists",
-    images_pb2.TRANSFER_STATE_DONE: "done",
-    images_pb2.TRANSFER_STATE_UPLOADING: "uploading",
-    images_pb2.TRANSFER_STATE_MOUNTED: "mounted",
-}
 
-
-def _stub(client: AgentClient) -> images_pb2_grpc.ImagesStub:
-    return client.stub(images_pb2_grpc.ImagesStub)
-
-
-def _credentials(app: App, reference: str) -> images_pb2.RegistryCredentials | None:
-    login = credentials.CredentialStore(app.config_dir).get(credentials.registry_of(reference))
-    if login is None:
-        return None
-    return images_pb2.RegistryCredentials(username=login.username, password=login.password)
+def _credentials(app: App, reference: str) -> credentials.Login | None:
+    return credentials.CredentialStore(app.config_dir).get(credentials.registry_of(reference))
 
 
 def _interactive(app: App) -> bool:
@@ -56,31 +39,27 @@ def _view(app: App, out: HostOutput, words: dict[str, str], quiet: bool) -> Tran
 
 
 def _pull(app: App, reference: str, platform: str | None, quiet: bool) -> None:
-    request = images_pb2.PullImageRequest(
-        reference=reference, platform=platform or "", credentials=_credentials(app, reference)
-    )
+    login = _credentials(app, reference)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
         result: dict[str, Any] = {}
         with _view(app, out, PULL_WORDS, quiet) as view:
-            async for message in client.stream(_stub(client).Pull, request):
-                kind = message.WhichOneof("event")
-                if kind == "progress":
-                    p = message.progress
-                    view.update(p.digest, _STATES.get(p.state, "waiting"), p.current, p.total)
-                elif kind == "resolved":
-                    r = message.resolved
-                    view.message(f"{r.reference}: pulling {r.platform} ({len(r.layers)} layers) {r.digest}")
-                elif kind == "finished":
-                    image = message.finished.image
+            async for event in RegistryApi(client).pull(reference, platform=platform or "", login=login):
+                if isinstance(event, Progress):
+                    view.update(event.digest, event.state, event.current, event.total)
+                elif isinstance(event, Resolved):
+                    r = event
+                    view.message(f"{r.reference}: pulling {r.platform} ({r.layers} layers) {r.digest}")
+                elif isinstance(event, Pulled):
+                    image = event.image
                     result = {
-                        "reference": request.reference,
+                        "reference": reference,
                         "id": image.id,
                         "digest": image.digest,
-                        "index_digest": image.index_digest or None,
+                        "index_digest": image.index_digest,
                         "platform": image.platform,
                         "names": list(image.names),
-                        "downloaded_bytes": message.finished.downloaded_bytes,
+                        "downloaded_bytes": event.downloaded_bytes,
                     }
         if not result:
             raise ControllerError("the agent ended the pull without a result", client.name)
@@ -130,22 +109,16 @@ def image_pull(app: App, reference: str, platform: str | None, quiet: bool) -> N
 
 
 def _push(app: App, reference: str, quiet: bool) -> None:
-    request = images_pb2.PushImageRequest(reference=reference, credentials=_credentials(app, reference))
+    login = _credentials(app, reference)
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
         result: dict[str, Any] = {}
         with _view(app, out, PUSH_WORDS, quiet) as view:
-            async for message in client.stream(_stub(client).Push, request):
-                if message.WhichOneof("event") == "progress":
-                    p = message.progress
-                    view.update(p.digest, _STATES.get(p.state, "waiting"), p.current, p.total)
-                elif message.WhichOneof("event") == "finished":
-                    f = message.finished
-                    result = {
-                        "reference": f.reference,
-                        "digest": f.digest,
-                        "uploaded_bytes": f.uploaded_bytes,
-                    }
+            async for event in RegistryApi(client).push(reference, login=login):
+                if isinstance(event, Progress):
+                    view.update(event.digest, event.state, event.current, event.total)
+                elif isinstance(event, Pushed):
+                    result = dataclasses.asdict(event)
         if not result:
             raise ControllerError("the agent ended the push without a result", client.name)
         return result
@@ -195,12 +168,10 @@ def login(app: App, registry: str, username: str, password_stdin: bool, no_verif
     if not password:
         raise UsageError("empty password")
     if not no_verify:
-        request = images_pb2.CheckLoginRequest(
-            registry=host, credentials=images_pb2.RegistryCredentials(username=username, password=password)
-        )
+        login = credentials.Login(username, password)
 
         async def op(client: AgentClient, out: HostOutput) -> None:
-            await client.call(_stub(client).CheckLogin, request, timeout=app.timeout)
+            await RegistryApi(client).check_login(host, login, timeout=app.timeout)
 
         dataclasses.replace(app, targets=app.targets[:1]).run(op)
     credentials.CredentialStore(app.config_dir).save(host, credentials.Login(username, password))
