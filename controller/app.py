@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller import fanout, output
+from controller import fanout, formatting, output
 from controller.client import AgentClient
-from controller.errors import ControllerError
+from controller.errors import ControllerError, UsageError
 from controller.target import Target
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class App:
     timeout: float = 30.0
     parallel: int = 256
     max_fail: str | None = None  # `N` or `P%` failed hosts tolerated (controller.fanout.parse_max_fail)
+    renderer: formatting.Renderer | None = None  # a `--format '{{.Field}}'` template bound to the command
 
     # rich costs ~20 ms to import: only commands that print to a terminal pay for it.
     @functools.cached_property
@@ -72,19 +73,31 @@ class App:
         text: Callable[[Any], str] | None = None,
         idempotent: bool = False,
         streaming: bool = False,
+        to_json: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Run `op` on every target and print the results. Raises ControllerError if any host failed.
 
         `idempotent` ops (reads) are retried on a host that is briefly unreachable (controller.fanout);
         `streaming` ops (logs -f, events) run until stopped: no per-host --timeout.
+        `to_json` turns a typed result into the JSON-able data that --format json and templates show.
+        A `--format` template (self.renderer) prints the result in place of table/fields/text.
         """
+        if self.renderer is None and formatting.is_template(self.format):
+            raise UsageError(f"--format {self.format!r}: this command takes table or json")
         if len(self.targets) == 1:
             result = asyncio.run(self._run_one(self.targets[0], op, HostOutput(None)))
-            self._show(result, table=table, fields=fields, text=text)
+            self._show(self._data(result, to_json), table=table, fields=fields, text=text)
             return result
         results = asyncio.run(self._run_many(op, idempotent, streaming))
-        self._show_many(results, table=table, fields=fields, text=text)
+        shown = {h: self._data(r, to_json) for h, r in results.items()}
+        self._show_many(shown, table=table, fields=fields, text=text)
         return results
+
+    def _data(self, result: Any, to_json: Callable[[Any], Any] | None) -> Any:
+        """What JSON and templates show: `to_json(result)` for an op returning typed values."""
+        if to_json is None or result is None or isinstance(result, ControllerError):
+            return result
+        return to_json(result) if self.json or self.renderer is not None else result
 
     async def _run_one(self, target: Target, op: Op, out: HostOutput) -> Any:
         client = AgentClient(target, self.config_dir)
@@ -121,7 +134,10 @@ class App:
     ) -> None:
         if result is None:
             return
-        if self.json:
+        if self.renderer is not None:
+            for line in self.renderer.lines(result):
+                self.console.print(line, markup=False)
+        elif self.json:
             output.print_json(result)
         elif table is not None:
             output.print_table(table(result), self.console)
@@ -142,7 +158,10 @@ class App:
     ) -> None:
         ok = {h: r for h, r in results.items() if not isinstance(r, ControllerError)}
         failed = {h: r for h, r in results.items() if isinstance(r, ControllerError)}
-        if self.json:
+        if self.renderer is not None:
+            for line in self.renderer.lines_many(ok):
+                self.console.print(line, markup=False)
+        elif self.json:
             output.print_json(
                 {
                     h: ({"error": str(r.message)} if isinstance(r, ControllerError) else r)

@@ -33,9 +33,6 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "controller.commands.containers": (
         "attach",
         "container",
-        "cp",
-        "create",
-        "exec",
         "inspect",
         "kill",
         "logs",
@@ -43,14 +40,15 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
         "ps",
         "restart",
         "rm",
-        "run",
         "start",
-        "stats",
         "stop",
         "top",
         "unpause",
         "wait",
     ),
+    "controller.commands.containers_run": ("create", "exec", "run"),
+    "controller.commands.containers_stats": ("stats",),
+    "controller.commands.containers_cp": ("cp",),
     "controller.commands.volumes": ("volume",),
     "controller.commands.events": ("events",),
     "controller.commands.build": ("build", "builder"),
@@ -95,9 +93,72 @@ class LazyGroup(click.Group):
                     return None
                 if isinstance(command, click.Group):
                     _extend(command)
+                _dress(command)
                 self.add_command(command)
                 return command
         return None
+
+
+def _dress(command: click.Command) -> None:
+    """Give every leaf command `--format` after its name (unless it has a --format of its own, like
+    `save`) and name completion for its container/image arguments; idempotent."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _dress(sub)
+        return
+    if not any(isinstance(p, click.Option) and "--format" in p.opts for p in command.params):
+        command.params.append(_format_option())
+    from controller import completion
+
+    completion.attach(command)
+
+
+def _format_option() -> click.Option:
+    return click.Option(
+        ["--format", "format_after"],
+        expose_value=False,
+        callback=_choose_format,
+        metavar="FORMAT",
+        help="table | json | a template like '{{.Names}}\\t{{.Status}}' (as before the command)",
+    )
+
+
+def _check_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from controller import formatting
+
+    if value is None or ctx.resilient_parsing:
+        return value
+    try:
+        return formatting.check(value)
+    except formatting.TemplateError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _choose_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`--format` after the command: the same as before it; two different values are an error. A template
+    is bound to the command here, so a bad one fails before any agent is called."""
+    app = ctx.obj
+    if app is None or ctx.resilient_parsing:  # shell completion parses without running the group
+        return
+    from controller import formatting
+
+    before = ctx.find_root().params.get("fmt")
+    if value is not None:
+        value = _check_format(ctx, param, value)
+        if before is not None and value != before:
+            raise click.UsageError("--format given twice with different values")
+    chosen = value or before or "table"
+    app.format = chosen
+    if formatting.is_template(chosen):
+        names = []
+        node: click.Context | None = ctx
+        while node is not None and node.parent is not None:
+            names.append(node.info_name or "")
+            node = node.parent
+        try:
+            app.renderer = formatting.renderer(chosen, " ".join(reversed(names)), ctx.params)
+        except formatting.TemplateError as exc:
+            raise click.UsageError(str(exc)) from None
 
 
 def _extend(group: click.Group) -> None:
@@ -121,7 +182,9 @@ def resolve_targets(
 
     path = inventory_file or cfg_dir / inventory.INVENTORY_FILE
     chosen = inventory.select(inventory.load(path), hosts, selectors)
-    click.get_current_context().meta["dockyard.hosts"] = chosen
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["dockyard.hosts"] = chosen
     return [inventory.to_target(h) for h in chosen]
 
 
@@ -136,7 +199,13 @@ def resolve_targets(
     metavar="TARGET",
     help=f"agent: unix:///path or HOST[:PORT] (repeatable; default ${ENV_HOST} or the local socket)",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    callback=_check_format,
+    metavar="FORMAT",
+    help="table (default) | json | a template like '{{.Names}}' (ps, images, volume ls, network ls)",
+)
 @click.option(
     "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="per-host seconds"
 )
@@ -156,7 +225,7 @@ def resolve_targets(
 def cli(
     ctx: click.Context,
     hosts: tuple[str, ...],
-    fmt: str,
+    fmt: str | None,
     timeout: float,
     parallel: int,
     config_dir: Path | None,
@@ -173,11 +242,21 @@ def cli(
     ctx.obj = App(
         targets=resolve_targets(hosts, cfg_dir, inventory_file, selectors),
         config_dir=cfg_dir,
-        format=fmt,
+        format=fmt or "table",
         timeout=timeout,
         parallel=parallel,
         max_fail=max_fail,
     )
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script: `source <(dockyard completion bash)`; for zsh
+    `source <(dockyard completion zsh)`; for fish `dockyard completion fish | source`."""
+    from controller import completion
+
+    click.echo(completion.script(cli, shell), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:
