@@ -270,7 +270,7 @@ class Session:
     def resize(self, size: Size) -> None:
         self._queue.put_nowait(size)
 
-    async def events(self) -> AsyncIterator[SessionEvent]:
+    async def events(self) -> AsyncGenerator[SessionEvent, None]:
         async def inputs() -> AsyncIterator[SessionInput]:
             while (item := await self._queue.get()) is not None:
                 yield item
