@@ -43,6 +43,8 @@ from agent.images.manager import ImageManager
 from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
+from agent.runtime.monitor import Conmon
+from agent.runtime.oci import OciRuntime
 from agent.server import status
 from agent.server.build import BuildServicer
 from agent.server.connlimit import ConnectionLimits, ListenerGuard, raise_fd_limit
@@ -115,10 +117,12 @@ class Components:
             ContainerLookupAdapter(records),
         )
         volumes = VolumeManager(config.data_root, db, events, users_of=records.volume_users)
+        exec_root = config.exec_root or config.data_root / "run"
+        runtime = OciRuntime(config.runtime, exec_root / config.runtime)
         containers = ContainerManager(
             ContainerSettings(
                 data_root=config.data_root,
-                exec_root=config.exec_root or config.data_root / "run",
+                exec_root=exec_root,
                 runtime=config.runtime,
                 cgroup_parent=config.cgroup_parent,
                 log_max_size=config.container_log_max_size,
@@ -129,6 +133,8 @@ class Components:
             images,
             events,
             volumes,
+            runtime=runtime,
+            monitor=Conmon(runtime, exec_root / "s"),
             network=BridgeAttacher(networks),
         )
         # RUN steps run on the agent's own runtime, on the default bridge

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import agent.log
 from agent import fsroot, treetar
+from agent.bytestreams import read_in_thread, written_in_thread
 from agent.errors import (
     AgentError,
     Conflict,
@@ -30,7 +31,6 @@ from agent.errors import (
     ResourceExhausted,
     is_no_space,
 )
-from agent.images.streams import read_in_thread, written_in_thread
 from agent.runtime import bundle
 from agent.state.containers import ACTIVE
 

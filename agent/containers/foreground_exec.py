@@ -25,7 +25,8 @@ from pathlib import Path
 
 from agent.containers.io import CloseStdin, Input, Output, Stdin
 from agent.runtime.monitor import read_pidfile
-from agent.runtime.oci import RUNTIME_UMASK, OciRuntime
+from agent.runtime.oci import RUNTIME_UMASK
+from agent.runtime.protocols import Runtime
 
 CHUNK = 64 * 1024
 STREAMS = ("stdout", "stderr")
@@ -52,7 +53,7 @@ class ForegroundExec:
 
     @classmethod
     async def start(
-        cls, runtime: OciRuntime, container_id: str, d: Path, *, interactive: bool
+        cls, runtime: Runtime, container_id: str, d: Path, *, interactive: bool
     ) -> ForegroundExec:
         """Start `<runtime> exec --process d/process.json` with pipes for the process's stdio."""
         argv = runtime.exec_argv(container_id, d / "process.json", d / "pid", d / "runtime.log")

@@ -27,10 +27,6 @@ class HealthHost(Protocol):
     def record_health(self, container_id: str, status: str, streak: int, entry: dict[str, Any]) -> str: ...
 
 
-class RunLike(Protocol):
-    conmon_exited: asyncio.Event
-
-
 def command_of(test: tuple[str, ...]) -> tuple[str, ...]:
     """Docker's test forms: ["CMD", args...], ["CMD-SHELL", "cmd"]; a bare string list is CMD-SHELL."""
     if not test:
@@ -53,17 +49,18 @@ def next_state(ok: bool, streak: int, retries: int, in_start_period: bool, statu
     return ("unhealthy" if streak >= max(1, retries) else status), streak
 
 
-async def run_health_checks(host: HealthHost, cid: str, run: RunLike, cfg: HealthConfig) -> None:
+async def run_health_checks(host: HealthHost, cid: str, exited: asyncio.Event, cfg: HealthConfig) -> None:
+    """Check until `exited` (the run's monitor ended) is set."""
     cmd = command_of(cfg.test)
     if not cmd:
         return
     loop = asyncio.get_running_loop()
     started = loop.time()
     status, streak = "starting", 0
-    while not run.conmon_exited.is_set():
+    while not exited.is_set():
         try:
             async with asyncio.timeout(max(cfg.interval_s, 0.05)):
-                await run.conmon_exited.wait()
+                await exited.wait()
             return
         except TimeoutError:
             pass
@@ -71,7 +68,7 @@ async def run_health_checks(host: HealthHost, cid: str, run: RunLike, cfg: Healt
         try:
             code, output = await host.exec_capture(cid, cmd, cfg.timeout_s)
         except AgentError as exc:
-            if run.conmon_exited.is_set():
+            if exited.is_set():
                 return
             code, output = -1, str(exc)
         ok = code == 0
@@ -83,7 +80,7 @@ async def run_health_checks(host: HealthHost, cid: str, run: RunLike, cfg: Healt
             "exit_code": code,
             "output": output[-OUTPUT_LIMIT:],
         }
-        if run.conmon_exited.is_set():
+        if exited.is_set():
             return
         try:
             host.record_health(cid, status, streak, entry)
