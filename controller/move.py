@@ -21,31 +21,22 @@ it is left as it was.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
-from agent.api.v1 import containers_pb2 as cpb
-from agent.api.v1 import (
-    containers_pb2_grpc,
-    images_pb2,
-    images_pb2_grpc,
-    transfer_pb2_grpc,
-    volumes_pb2,
-    volumes_pb2_grpc,
-)
-from agent.api.v1 import transfer_pb2 as tpb
+from controller.api.containers import Container, ContainersApi
+from controller.api.images import ImagesApi
+from controller.api.transfer import TransferApi
+from controller.api.volumes import VolumesApi
 from controller.client import AgentClient
 from controller.errors import AgentCallError, ControllerError
 from controller.send import AgentSource, Progress, Sender, no_progress
 
-RUNNING = (cpb.CONTAINER_STATUS_RUNNING, cpb.CONTAINER_STATUS_PAUSED, cpb.CONTAINER_STATUS_RESTARTING)
+RUNNING = ("running", "paused", "restarting")
 IMAGE_REPOSITORY = "dockyard-move"
 
 
@@ -104,20 +95,9 @@ class Mover:
         self._made_container = ""
         self._sent_image = False
 
-    @staticmethod
-    def _containers(client: AgentClient) -> containers_pb2_grpc.ContainersStub:
-        return client.stub(containers_pb2_grpc.ContainersStub)
-
-    @staticmethod
-    def _transfer(client: AgentClient) -> transfer_pb2_grpc.TransferStub:
-        return client.stub(transfer_pb2_grpc.TransferStub)
-
     async def move(self, container: str, *, keep_source: bool = False) -> MoveResult:
         src, dst = self.source, self.target
-        found = await src.call(
-            self._containers(src).Inspect, cpb.InspectContainerRequest(container=container)
-        )
-        ctr = found.container
+        ctr = await ContainersApi(src).inspect(container)
         result = MoveResult(ctr.name, src.name, dst.name, was_running=ctr.status in RUNNING)
         await self._preflight(ctr)
         result.image = image_name(ctr.name)
@@ -127,19 +107,12 @@ class Mover:
             if result.was_running:
                 self.say(f"stopping {ctr.name} on {src.name}")
                 down_since = time.monotonic()
-                stop = cpb.StopContainerRequest(container=ctr.id)
-                if self.stop_timeout is not None:
-                    stop.timeout = self.stop_timeout
-                await src.call(self._containers(src).Stop, stop, timeout=None)
+                await ContainersApi(src).stop(ctr.id, self.stop_timeout)
                 stopped = True
             self.say(f"committing {ctr.name} as {result.image}")
-            commit = tpb.CommitRequest(
-                container=ctr.id,
-                reference=result.image,
-                message=f"dockyard move from {src.name}",
-                no_pause=True,
+            await TransferApi(src).commit(
+                ctr.id, reference=result.image, message=f"dockyard move from {src.name}", pause=False
             )
-            await src.call(self._transfer(src).Commit, commit, timeout=None)
             self.say(f"sending {result.image} to {dst.name}")
             self._sent_image = True
             result.sent_bytes = await self._send(result.image)
@@ -147,15 +120,11 @@ class Mover:
                 self.say(f"copying volume {volume}")
                 result.volumes[volume] = await self._copy_volume(volume)
             self.say(f"creating {ctr.name} on {dst.name}")
-            made = await dst.call(
-                self._transfer(dst).Recreate,
-                tpb.RecreateContainerRequest(config_json=ctr.config_json, image=result.image),
-                timeout=None,
-            )
+            made = await TransferApi(dst).recreate(ctr.config, result.image)
             self._made_container = result.container_id = made.id
             if result.was_running:
                 self.say(f"starting {ctr.name} on {dst.name}")
-                await dst.call(self._containers(dst).Start, cpb.StartContainerRequest(container=made.id))
+                await ContainersApi(dst).start(made.id)
                 assert down_since is not None
                 result.downtime_s = time.monotonic() - down_since
         except ControllerError as exc:
@@ -165,9 +134,9 @@ class Mover:
         await self._finish_source(ctr, result, keep_source)
         return result
 
-    async def _preflight(self, ctr: cpb.Container) -> None:
+    async def _preflight(self, ctr: Container) -> None:
         """Before anything changes: the container can move, the target answers and has no such name."""
-        if not ctr.config_json:
+        if ctr.config is None:
             raise ControllerError(
                 f"the agent did not return the configuration of {ctr.name}", self.source.name
             )
@@ -178,7 +147,7 @@ class Mover:
             )
         dst = self.target
         try:
-            await dst.call(self._containers(dst).Inspect, cpb.InspectContainerRequest(container=ctr.name))
+            await ContainersApi(dst).inspect(ctr.name)
         except AgentCallError as exc:
             if exc.code != "NOT_FOUND":
                 raise
@@ -195,66 +164,45 @@ class Mover:
 
     async def _copy_volume(self, name: str) -> int:
         src, dst = self.source, self.target
-        vol = await src.call(
-            src.stub(volumes_pb2_grpc.VolumesStub).Inspect, volumes_pb2.InspectVolumeRequest(name=name)
+        vol = await VolumesApi(src).inspect(name)
+        export = TransferApi(src).export_volume(name)
+        imported = await TransferApi(dst).import_volume(
+            name, export, labels=vol.labels, anonymous=vol.anonymous
         )
-        header = tpb.ImportVolumeHeader(
-            name=name, labels=dict(vol.volume.labels), anonymous=vol.volume.anonymous
-        )
-        export = src.stream(self._transfer(src).ExportVolume, tpb.ExportVolumeRequest(name=name))
-
-        async def requests() -> AsyncIterator[tpb.ImportVolumeRequest]:
-            yield tpb.ImportVolumeRequest(header=header)
-            async for msg in export:
-                yield tpb.ImportVolumeRequest(data=msg.data)
-
-        call = self._transfer(dst).ImportVolume(requests(), metadata=dst.metadata())
-        try:
-            response = await call
-        except grpc.aio.AioRpcError as exc:
-            raise await dst.translate(exc) from None
-        if response.created:
+        if imported.created:
             self._made_volumes.append(name)
-        return int(response.bytes)
+        return imported.bytes
 
-    async def _undo(self, ctr: cpb.Container, image: str, *, restart: bool) -> bool:
+    async def _undo(self, ctr: Container, image: str, *, restart: bool) -> bool:
         """Best effort: remove what the move made; start the source container again if it ran."""
         src, dst = self.source, self.target
         with contextlib.suppress(ControllerError):
             if self._made_container:
-                request = cpb.RemoveContainerRequest(container=self._made_container, force=True)
-                await dst.call(self._containers(dst).Remove, request, timeout=None)
+                await ContainersApi(dst).remove(self._made_container, force=True)
         for volume in self._made_volumes:
             with contextlib.suppress(ControllerError):
-                vstub = dst.stub(volumes_pb2_grpc.VolumesStub)
-                await dst.call(vstub.Remove, volumes_pb2.RemoveVolumeRequest(name=volume, force=True))
+                await VolumesApi(dst).remove(volume, force=True)
         if self._sent_image:
             with contextlib.suppress(ControllerError):
-                await dst.call(
-                    dst.stub(images_pb2_grpc.ImagesStub).Remove,
-                    images_pb2.RemoveImageRequest(reference=image),
-                )
+                await ImagesApi(dst).remove(image)
         with contextlib.suppress(ControllerError):
-            await src.call(
-                src.stub(images_pb2_grpc.ImagesStub).Remove, images_pb2.RemoveImageRequest(reference=image)
-            )
+            await ImagesApi(src).remove(image)
         if not restart:
             return False
         try:
-            await src.call(self._containers(src).Start, cpb.StartContainerRequest(container=ctr.id))
+            await ContainersApi(src).start(ctr.id)
         except ControllerError as exc:
             self.say(f"warning: could not start {ctr.name} again on {src.name}: {exc}")
             return False
         return True
 
-    async def _finish_source(self, ctr: cpb.Container, result: MoveResult, keep_source: bool) -> None:
+    async def _finish_source(self, ctr: Container, result: MoveResult, keep_source: bool) -> None:
         """After the target runs: remove the source container (unless kept) and the image name there."""
         src = self.source
         if not keep_source:
             self.say(f"removing {ctr.name} from {src.name}")
             try:
-                request = cpb.RemoveContainerRequest(container=ctr.id, force=True, volumes=True)
-                await src.call(self._containers(src).Remove, request, timeout=None)
+                await ContainersApi(src).remove(ctr.id, force=True, volumes=True)
                 result.source_removed = True
             except ControllerError as exc:
                 self.say(
@@ -262,14 +210,15 @@ class Mover:
                     f"but was not removed from {src.name}: {exc}"
                 )
         with contextlib.suppress(ControllerError):
-            await src.call(
-                src.stub(images_pb2_grpc.ImagesStub).Remove,
-                images_pb2.RemoveImageRequest(reference=result.image),
-            )
+            await ImagesApi(src).remove(result.image)
 
 
-def _volume_names(ctr: cpb.Container) -> list[str]:
+def _volume_names(ctr: Container) -> list[str]:
     """Volumes the container mounts, named or anonymous, in mount order (bind mounts and tmpfs stay)."""
-    config = json.loads(ctr.config_json)
-    names = [m.get("source", "") for m in config.get("mounts", ()) if m.get("type") == "volume"]
-    return list(dict.fromkeys(n for n in names if n))
+    mounts = ctr.config.get("mounts") if isinstance(ctr.config, dict) else None
+    names = [
+        m.get("source")
+        for m in (mounts if isinstance(mounts, list) else [])
+        if isinstance(m, dict) and m.get("type") == "volume"
+    ]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))

@@ -24,10 +24,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
-
-from agent.api.v1 import transfer_pb2 as pb
-from agent.api.v1 import transfer_pb2_grpc
+from controller.api.transfer import Blob as Blob  # the plan's types, part of this module's interface
+from controller.api.transfer import ImagePlan as ImagePlan
+from controller.api.transfer import TransferApi
 from controller.client import AgentClient
 from controller.errors import AgentCallError, ControllerError
 
@@ -46,39 +45,6 @@ FATAL_CODES = frozenset(
         "UNAUTHENTICATED",
     }
 )
-
-
-@dataclass(frozen=True)
-class Blob:
-    digest: str
-    size: int
-    media_type: str = ""
-
-    @property
-    def short(self) -> str:
-        return self.digest.split(":", 1)[-1][:12]
-
-    def message(self) -> pb.BlobDescriptor:
-        return pb.BlobDescriptor(digest=self.digest, size=self.size, media_type=self.media_type)
-
-
-@dataclass(frozen=True)
-class ImagePlan:
-    """An image as blobs (layers, config, manifest last) and the names it gets on the targets."""
-
-    manifest_digest: str
-    blobs: tuple[Blob, ...]
-    names: tuple[str, ...]
-    image_id: str = ""
-
-    @property
-    def unique_blobs(self) -> list[Blob]:
-        """Each blob once (an image may list the same layer twice, e.g. empty ones)."""
-        return list({b.digest: b for b in self.blobs}.values())
-
-    @property
-    def size(self) -> int:
-        return sum(b.size for b in self.unique_blobs)
 
 
 class BlobSource(Protocol):
@@ -101,25 +67,13 @@ class AgentSource:
         self.reference = reference
         self.bytes_read = 0
 
-    def _stub(self) -> transfer_pb2_grpc.TransferStub:
-        return self.client.stub(transfer_pb2_grpc.TransferStub)
-
     async def plan(self) -> ImagePlan:
-        r = await self.client.call(
-            self._stub().DescribeImage, pb.DescribeImageRequest(reference=self.reference)
-        )
-        return ImagePlan(
-            manifest_digest=r.manifest_digest,
-            blobs=tuple(Blob(b.digest, b.size, b.media_type) for b in r.blobs),
-            names=tuple(r.names),
-            image_id=r.image.id,
-        )
+        return await TransferApi(self.client).describe_image(self.reference)
 
     async def read(self, blob: Blob, offset: int) -> AsyncIterator[bytes]:
-        request = pb.ReadBlobRequest(digest=blob.digest, offset=offset)
-        async for msg in self.client.stream(self._stub().ReadBlob, request):
-            self.bytes_read += len(msg.data)
-            yield msg.data
+        async for data in TransferApi(self.client).read_blob(blob.digest, offset):
+            self.bytes_read += len(data)
+            yield data
 
 
 @dataclass
@@ -238,8 +192,8 @@ class Sender:
         self.retry_delays = tuple(retry_delays) or (0.0,)
         self.reports = {name: TargetReport(name) for name in self.targets}
 
-    def _stub(self, host: str) -> transfer_pb2_grpc.TransferStub:
-        return self.targets[host].stub(transfer_pb2_grpc.TransferStub)
+    def _api(self, host: str) -> TransferApi:
+        return TransferApi(self.targets[host])
 
     def _alive(self) -> list[str]:
         return [h for h, r in self.reports.items() if r.error is None]
@@ -291,10 +245,8 @@ class Sender:
         return out
 
     async def _check(self, host: str, blobs: Sequence[Blob]) -> dict[str, tuple[bool, int]]:
-        client = self.targets[host]
-        request = pb.CheckBlobsRequest(blobs=[b.message() for b in blobs])
-        r = await client.call(self._stub(host).CheckBlobs, request)
-        return {s.digest: (s.present, s.offset) for s in r.blobs}
+        states = await self._api(host).check_blobs(blobs)
+        return {digest: (s.present, s.offset) for digest, s in states.items()}
 
     def _fail(self, host: str, error: ControllerError) -> None:
         """Record the first error of a target (several blobs are in flight at once)."""
@@ -380,16 +332,12 @@ class Sender:
 
     async def _write(self, host: str, blob: Blob, offset: int, channel: _Broadcast) -> int:
         """Stream the blob from `offset` into one target; returns the bytes it wrote."""
-        client = self.targets[host]
         sent = offset
         self.progress(host, blob, "sending", sent, blob.size)
         source_error: list[ControllerError] = []
 
-        async def requests() -> AsyncIterator[pb.WriteBlobRequest]:
+        async def data() -> AsyncIterator[bytes]:
             nonlocal sent
-            yield pb.WriteBlobRequest(
-                header=pb.WriteBlobHeader(digest=blob.digest, size=blob.size, offset=offset)
-            )
             while True:
                 try:
                     item = await channel.get(host)
@@ -403,17 +351,16 @@ class Sender:
                     continue
                 if position < offset:
                     data = data[offset - position :]
-                yield pb.WriteBlobRequest(data=data)
+                yield data
                 sent += len(data)
                 self.progress(host, blob, "sending", sent, blob.size)
 
-        call = self._stub(host).WriteBlob(requests(), metadata=client.metadata())
         try:
-            response = await call
-        except grpc.aio.AioRpcError as exc:
+            received = await self._api(host).write_blob(blob, offset, data())
+        except ControllerError:
             if source_error:
                 raise source_error[0] from None
-            raise await client.translate(exc) from None
+            raise
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -422,25 +369,21 @@ class Sender:
             # being written; as a CancelledError it would vanish in the TaskGroup and the blob be skipped.
             broke = f"the connection to {host} broke while it was receiving blob {blob.short}"
             raise AgentCallError(broke, "UNAVAILABLE", host) from None
-        finally:
-            call.cancel()
         if source_error:
             raise source_error[0]
-        return int(response.received)
+        return received
 
     # ---- register --------------------------------------------------------------------------------------
 
     async def _register_all(self, plan: ImagePlan) -> None:
         async def one(host: str) -> None:
-            client = self.targets[host]
-            request = pb.RegisterImageRequest(manifest_digest=plan.manifest_digest, names=list(plan.names))
             try:
-                r = await client.call(self._stub(host).RegisterImage, request, timeout=None)
+                image = await self._api(host).register_image(plan.manifest_digest, plan.names)
             except ControllerError as exc:
                 self._fail(host, exc)
                 return
-            self.reports[host].image_id = r.image.id
-            self.reports[host].names = list(r.image.names)
+            self.reports[host].image_id = image.id
+            self.reports[host].names = list(image.names)
 
         async with asyncio.TaskGroup() as tg:
             for host in self._alive():

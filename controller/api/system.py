@@ -66,8 +66,8 @@ class SystemApi:
         r = await self.client.unary(VERSION, pb.VersionRequest())
         return AgentVersion(r.agent_version, r.api_version, r.python_version, r.grpc_version)
 
-    async def info(self) -> Info:
-        r = await self.client.unary(INFO, pb.InfoRequest())
+    async def info(self, *, timeout: float = DEFAULT_TIMEOUT) -> Info:
+        r = await self.client.unary(INFO, pb.InfoRequest(), timeout=timeout)
         return Info(
             hostname=r.hostname,
             os=r.os,

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from agent.api.v1 import system_pb2, system_pb2_grpc
 from controller import fanout, inventory, output
+from controller.api.system import Info, SystemApi
 from controller.app import App
 from controller.client import AgentClient
 from controller.errors import UsageError
@@ -45,11 +45,10 @@ def hosts(ctx: click.Context) -> None:
     app: App = ctx.obj
     chosen = chosen_hosts(ctx, app, default_all=True)
 
-    async def info(client: AgentClient) -> Any:
-        stub = client.stub(system_pb2_grpc.SystemStub)
-        return await client.call(stub.Info, system_pb2.InfoRequest(), timeout=app.timeout)
+    async def info(client: AgentClient) -> Info:
+        return await SystemApi(client).info(timeout=app.timeout)
 
-    async def check() -> list[fanout.Outcome[Any]]:
+    async def check() -> list[fanout.Outcome[Info]]:
         pool = fanout.Pool(app.config_dir)
         try:
             targets = [inventory.to_target(h) for h in chosen]

@@ -14,9 +14,8 @@ from typing import Any
 
 import click
 
-from agent.api.v1 import transfer_pb2 as pb
-from agent.api.v1 import transfer_pb2_grpc
 from controller import fanout, inventory, output
+from controller.api.transfer import TransferApi
 from controller.app import App, HostOutput
 from controller.archive_source import ArchiveSource
 from controller.client import AgentClient
@@ -55,23 +54,16 @@ def commit(
     reference: str | None,
 ) -> None:
     """Create an image from a container's changes (its writable layer on top of its image)."""
-    request = pb.CommitRequest(
-        container=container,
-        reference=reference or "",
-        message=message,
-        author=author,
-        changes=list(changes),
-        no_pause=not pause,
-    )
 
     async def op(client: AgentClient, out: HostOutput) -> dict[str, Any]:
-        stub = client.stub(transfer_pb2_grpc.TransferStub)
-        r = await client.call(stub.Commit, request, timeout=None)
+        r = await TransferApi(client).commit(
+            container, reference=reference or "", message=message, author=author, changes=changes, pause=pause
+        )
         return {
             "id": r.image.id,
             "digest": r.image.digest,
             "names": list(r.image.names),
-            "layer": {"digest": r.layer.digest, "size": r.layer.size},
+            "layer": {"digest": r.layer_digest, "size": r.layer_size},
         }
 
     app.run(op, text=lambda d: d["id"])

@@ -155,7 +155,8 @@ class _FakeCall:
 
 
 class _FakeTarget:
-    """Enough of an AgentClient for Sender: CheckBlobs, WriteBlob and RegisterImage in memory."""
+    """Enough of an AgentClient for Sender (through TransferApi): CheckBlobs, WriteBlob and RegisterImage
+    in memory."""
 
     name = "t"
 
@@ -166,25 +167,13 @@ class _FakeTarget:
         self.peak = 0
         self._fail = fail_first_write
 
-    def stub(self, stub_cls: Any) -> Any:
-        return self
-
-    @staticmethod
-    def metadata() -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def WriteBlob(self, requests: Any, metadata: Any = ()) -> _FakeCall:
+    async def client_stream(self, rpc: Any, requests: Any, **kwargs: Any) -> Any:
+        """WriteBlob: AgentClient.client_stream awaits the call (and cancels it when done)."""
         self.writes += 1
         fail, self._fail = self._fail, None
-        return _FakeCall(requests, fail, self)
+        return await _FakeCall(requests, fail, self)
 
-    def CheckBlobs(self, request: Any) -> Any:
-        return request
-
-    def RegisterImage(self, request: Any) -> Any:
-        return request
-
-    async def call(self, method: Any, request: Any, *, timeout: float | None = None) -> Any:
+    async def unary(self, rpc: Any, request: Any, **kwargs: Any) -> Any:
         from agent.api.v1 import transfer_pb2 as pb
 
         if isinstance(request, pb.CheckBlobsRequest):
