@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from agent.runtime.monitor import ConmonJob, ExitInfo, Launched
-from agent.runtime.oci import RuntimeState
+from agent.runtime.monitor import Conmon, ConmonJob, ExitInfo, Launched
+from agent.runtime.oci import OciRuntime, RuntimeState
 
 
 class Runtime(Protocol):
@@ -105,3 +105,8 @@ class Monitor(Protocol):
     def is_running(self, conmon_pid: int, cuuid: str) -> bool:
         """Whether `conmon_pid` is alive and is the monitor of `cuuid` (not a reused pid)."""
         ...
+
+
+def _real_ones_conform(runtime: OciRuntime, conmon: Conmon) -> tuple[Runtime, Monitor]:
+    """Never called: mypy checks here that the real classes satisfy the protocols."""
+    return runtime, conmon
