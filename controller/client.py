@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -30,7 +30,6 @@ from controller.config import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from controller.errors import AgentCallError, ConnectError, ControllerError
 from controller.target import Target
 
-StubT = TypeVar("StubT")
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 RespT_co = TypeVar("RespT_co", bound=Message, covariant=True)
@@ -92,7 +91,6 @@ class AgentClient:
         self.target = target
         self.config_dir = config_dir
         self._channel: grpc.aio.Channel | None = None
-        self._stubs: dict[object, Any] = {}
         self._methods: dict[tuple[str, str], Any] = {}  # (kind, path) → grpc multi-callable
 
     @property
@@ -134,13 +132,6 @@ class AgentClient:
         )
         _CREDENTIALS[self.config_dir] = creds
         return creds
-
-    def stub(self, stub_cls: Callable[[grpc.aio.Channel], StubT]) -> StubT:
-        cached = self._stubs.get(stub_cls)
-        if cached is None:
-            cached = stub_cls(self.channel)
-            self._stubs[stub_cls] = cached
-        return cached  # type: ignore[no-any-return]
 
     @staticmethod
     def metadata() -> tuple[tuple[str, str], ...]:
@@ -251,31 +242,6 @@ class AgentClient:
             if started or exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
                 raise
             yield await self.unary(unary_call, request, timeout=None)
-
-    # -- untyped calls through generated stubs: kept only until every caller goes through controller/api/
-    async def call(self, method: Any, request: Any, *, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """Invoke a unary RPC (a stub attribute) and translate its failure."""
-        async with self.translating():
-            return await method(request, timeout=timeout, metadata=self.metadata(), wait_for_ready=False)
-
-    async def stream(self, method: Any, request: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        """Iterate a server-streaming RPC (a stub attribute), translating its failure."""
-        async for item in self._iterate(
-            method(request, timeout=timeout, metadata=self.metadata()), DEFAULT_EXITS
-        ):
-            yield item
-
-    async def pages(self, stream_method: Any, unary_method: Any, request: Any) -> AsyncIterator[Any]:
-        """`paged` over stub attributes."""
-        started = False
-        try:
-            async for page in self.stream(stream_method, request):
-                started = True
-                yield page
-        except AgentCallError as exc:
-            if started or exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
-                raise
-            yield await self.call(unary_method, request, timeout=None)
 
     async def translate(
         self, exc: grpc.aio.AioRpcError, exits: ErrorExits = DEFAULT_EXITS

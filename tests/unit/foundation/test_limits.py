@@ -148,9 +148,10 @@ async def _list_via_pages(tmp_path: Path, servicer: containers_pb2_grpc.Containe
     await server.start()
     client = AgentClient(Target(name="t", kind="unix", address=str(sock)), tmp_path)
     try:
-        stub = containers_pb2_grpc.ContainersStub(client.channel)
-        req = pb.ListContainersRequest(all=True)
-        return [c.id async for page in client.pages(stub.ListStream, stub.List, req) for c in page.containers]
+        from controller.api import containers as api
+
+        pages = client.paged(api.LIST_STREAM, api.LIST, pb.ListContainersRequest(all=True))
+        return [c.id async for page in pages for c in page.containers]
     finally:
         await client.close()
         await server.stop(None)
