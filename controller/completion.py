@@ -99,28 +99,18 @@ async def _gather(ctx: click.Context, lookup: Lookup) -> set[str]:
 
 
 async def _container_names(client: AgentClient) -> list[str]:
-    from agent.api.v1 import containers_pb2 as pb
-    from controller.client import rpc
+    from controller.api.containers import ContainersApi
 
-    service = pb.DESCRIPTOR.services_by_name["Containers"]
-    stream = rpc(service, "ListStream", pb.ListContainersRequest, pb.ListContainersResponse)
-    unary = rpc(service, "List", pb.ListContainersRequest, pb.ListContainersResponse)
-    pages = client.paged(stream, unary, pb.ListContainersRequest(all=True))
-    return [c.name async for page in pages for c in page.containers if c.name]
+    return [c.name for c in await ContainersApi(client).ls(all=True) if c.name]
 
 
 async def _image_names(client: AgentClient) -> list[str]:
-    from agent.api.v1 import images_pb2 as pb
-    from controller.client import rpc
+    from controller.api.images import ImagesApi
     from controller.formatting import familiar
 
-    service = pb.DESCRIPTOR.services_by_name["Images"]
-    stream = rpc(service, "ListStream", pb.ListImagesRequest, pb.ListImagesResponse)
-    unary = rpc(service, "List", pb.ListImagesRequest, pb.ListImagesResponse)
     names = []
-    async for page in client.paged(stream, unary, pb.ListImagesRequest()):
-        for image in page.images:
-            for name in image.names:
-                repo, tag = familiar(name)
-                names.append(repo if tag == "<none>" else f"{repo}:{tag}")
+    for image in await ImagesApi(client).list():
+        for name in image.names:
+            repo, tag = familiar(name)
+            names.append(repo if tag == "<none>" else f"{repo}:{tag}")
     return names
