@@ -26,6 +26,7 @@ from agent.errors import RuntimeCommand
 from agent.runtime.monitor import ConmonJob, Launched
 from agent.runtime.oci import start_error_exit_code
 from agent.runtime.protocols import Monitor, Runtime
+from tests.support.agent import wait_for
 from tests.support.fake_runtime import FakeMonitor, FakeRuntime, fake_bundle
 
 # the main process of every container: pid 1 waiting for its exit code on a FIFO in the rootfs
@@ -63,14 +64,19 @@ class World:
         await self.runtime.start(cid)
         return cid, launched
 
-    async def exec(self, cid: str, args: list[str]) -> tuple[ConmonJob, Launched]:
-        exec_id = self.new_id()
-        d = self.base / "exec" / exec_id
+    async def exec_dir(self, cid: str, args: list[str]) -> Path:
+        """A directory named by a new exec ID holding `process.json`: the container's process with `args`."""
+        d = self.base / "exec" / self.new_id()
         d.mkdir(parents=True)
         state = await self.runtime.state(cid)
         assert state is not None
         process = json.loads((Path(state.bundle) / "config.json").read_text())["process"]
         (d / "process.json").write_text(json.dumps({**process, "args": args}))
+        return d
+
+    async def exec(self, cid: str, args: list[str]) -> tuple[ConmonJob, Launched]:
+        d = await self.exec_dir(cid, args)
+        exec_id = d.name
         job = ConmonJob(
             cid, exec_id, cid, d, d, d / "exec.log", d / "pid", d / "conmon.pid", exec_spec=d / "process.json"
         )
@@ -238,6 +244,43 @@ async def test_exec_into_a_stopped_container_is_refused(world: World) -> None:
     refused(exc, "exec", "exec failed: cannot exec in a stopped container")
 
 
+async def test_exec_argv_runs_a_process_with_the_callers_pipes(world: World) -> None:
+    cid, launched = await world.running()
+    d = await world.exec_dir(cid, ["sleep", "600"])
+    argv = world.runtime.exec_argv(cid, d / "process.json", d / "pid", d / "runtime.log")
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, cwd=str(d)
+    )
+    try:
+        await asyncio.to_thread(wait_for, lambda: world.monitor.read_pid(d / "pid") > 0, 30, "the pid file")
+        pid = world.monitor.read_pid(d / "pid")
+        assert sorted(await world.runtime.pids(cid)) == sorted([launched.pid, pid])
+        os.kill(pid, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 128 + signal.SIGKILL
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert await status(world, cid) == "running"
+
+
+async def test_exec_argv_into_a_stopped_container_fails_with_the_error_in_its_log(world: World) -> None:
+    cid, launched = await world.running()
+    d = await world.exec_dir(cid, ["sleep", "600"])
+    await world.runtime.kill(cid, signal.SIGKILL)
+    await ended(world, launched, world.run_dir(cid))
+    argv = world.runtime.exec_argv(cid, d / "process.json", d / "pid", d / "runtime.log")
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, cwd=str(d))
+    async with asyncio.timeout(30):
+        assert await proc.wait() == 255
+    errors = [json.loads(line) for line in (d / "runtime.log").read_text().splitlines()]
+    assert [(e["level"], e["msg"]) for e in errors] == [
+        ("error", "exec failed: cannot exec in a stopped container")
+    ]
+    assert world.monitor.read_pid(d / "pid") == 0
+
+
 # ---- pause / resume ------------------------------------------------------------------------------------
 
 
@@ -395,3 +438,33 @@ async def test_the_fake_is_a_runtime_and_a_monitor(tmp_path: Path) -> None:
     assert not runtime.exists("x")
     with pytest.raises(Exception, match="not installed"):
         runtime.ensure_usable()
+
+
+async def test_a_new_fake_over_the_same_root_sees_the_same_containers(world: World, tmp_path: Path) -> None:
+    """As runc's state and conmon outlive the agent, the fake's outlive the objects (agent restarts)."""
+    cid, launched = await world.running()
+    again = FakeRuntime(tmp_path / "runc")
+    monitor = FakeMonitor(again, tmp_path / "s")
+    state = await again.state(cid)
+    assert state is not None and state.status == "running" and state.pid == launched.pid
+    assert monitor.is_running(launched.conmon_pid, cid)
+    await again.kill(cid, signal.SIGKILL)
+    await monitor.wait(launched.conmon_pid)
+    info = monitor.read_exit(world.run_dir(cid))
+    assert info is not None and info.code == 137
+
+
+async def test_terminate_on_makes_the_fake_init_die_of_that_signal(tmp_path: Path) -> None:
+    runtime = FakeRuntime(tmp_path / "runc", terminate_on=frozenset({signal.SIGTERM}))
+    monitor = FakeMonitor(runtime, tmp_path / "s")
+    run = tmp_path / "run"
+    bundle = fake_bundle(tmp_path / "b", ["sleep", "600"])
+    launched = await monitor.launch(
+        ConmonJob("c1", "c1", "c1", bundle, run, run / "log", run / "pid", run / "cp")
+    )
+    await runtime.start("c1")
+    await runtime.kill("c1", signal.SIGTERM)
+    await monitor.wait(launched.conmon_pid)
+    info = monitor.read_exit(run)
+    assert info is not None and info.code == 128 + signal.SIGTERM
+    await runtime.delete("c1")
