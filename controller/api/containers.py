@@ -20,7 +20,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api.v1 import containers_pb2 as pb
+from controller import units
 from controller.client import DEFAULT_EXITS, AgentClient, ErrorExits, Rpc, rpc
+from controller.errors import AgentCallError
 from controller.terminal import Size
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["Containers"]
@@ -323,7 +325,8 @@ class ContainersApi:
         self.client = client
 
     async def create(self, config: ContainerConfig) -> Created:
-        r = await self.client.unary(CREATE, pb.CreateContainerRequest(config=_config_pb(config)))
+        req = pb.CreateContainerRequest(config=self._config_pb(config, DEFAULT_EXITS))
+        r = await self.client.unary(CREATE, req)
         return Created(r.id, r.name)
 
     def run(
@@ -331,7 +334,7 @@ class ContainersApi:
     ) -> Session:
         """Create, start and (unless `detach`) attach; an agent error exits 125 as in Docker."""
         first = pb.RunContainerRequest(
-            start=pb.RunStart(config=_config_pb(config), detach=detach, size=_window(size))
+            start=pb.RunStart(config=self._config_pb(config, exits), detach=detach, size=_window(size))
         )
         return self._session(RUN, first, exits)
 
@@ -358,6 +361,18 @@ class ContainersApi:
             )
         )
         return self._session(EXEC, first, exits)
+
+    def _config_pb(self, config: ContainerConfig, exits: ErrorExits) -> pb.ContainerConfig:
+        try:
+            return _config_pb(config)
+        except units.InvalidValue as exc:
+            raise self._invalid(exc, exits) from None
+
+    def _invalid(self, exc: units.InvalidValue, exits: ErrorExits) -> AgentCallError:
+        """A value refused here reads as the agent's refusal of the same string always did: the same line
+        under this host's name, INVALID_ARGUMENT, the call's exit code (125 for run)."""
+        code = "INVALID_ARGUMENT"
+        return AgentCallError(exc.message, code, self.client.name, exit_code=exits(code))
 
     def _session(self, call: Rpc[_Req, _Resp], first: _Req, exits: ErrorExits) -> Session:
         make = type(first)
@@ -409,7 +424,11 @@ class ContainersApi:
         return WaitResult(r.exit_code, r.error)
 
     async def ls(self, *, all: bool = False, filters: tuple[str, ...] = ()) -> list[Container]:
-        req = pb.ListContainersRequest(all=all, filters=list(filters))
+        try:
+            pairs = [pb.ContainerFilter(key=k, value=v) for k, v in map(units.parse_filter, filters)]
+        except units.InvalidValue as exc:
+            raise self._invalid(exc, DEFAULT_EXITS) from None
+        req = pb.ListContainersRequest(all=all, filters=list(filters), filter_pairs=pairs)
         pages = self.client.paged(LIST_STREAM, LIST, req)
         return [_container(c) async for page in pages for c in page.containers]
 
@@ -518,7 +537,7 @@ def _container(c: pb.Container) -> Container:
         hostname=c.hostname,
         network=c.network,
         ports=tuple(c.ports),
-        mounts=tuple(Mount(m.type, m.source, m.destination, m.read_only) for m in c.mounts),
+        mounts=tuple(Mount(_mount_type(m), m.source, m.destination, m.read_only) for m in c.mounts),
         log_path=c.log_path,
         tty=c.tty,
         stdin_open=c.stdin_open,
@@ -528,7 +547,17 @@ def _container(c: pb.Container) -> Container:
     )
 
 
+def _mount_type(m: pb.ContainerMount) -> str:
+    """bind | volume | tmpfs: the enum when the agent sets it, the string from an older agent."""
+    if m.mount_type == pb.MOUNT_TYPE_UNSPECIFIED:
+        return m.type
+    return pb.MountType.Name(m.mount_type).removeprefix("MOUNT_TYPE_").lower()
+
+
 def _config_pb(c: ContainerConfig) -> pb.ContainerConfig:
+    """The config with both forms of each sized/timed value: the string as typed (read by older agents)
+    and the typed field parsed here (units.InvalidValue when it does not parse), which newer agents use.
+    """
     labels: dict[str, str] = {}
     for item in c.labels:
         key, _, value = item.partition("=")
@@ -577,4 +606,17 @@ def _config_pb(c: ContainerConfig) -> pb.ContainerConfig:
         cfg.entrypoint.values.extend([c.entrypoint] if c.entrypoint else [])
     if c.stop_timeout is not None:
         cfg.stop_timeout = c.stop_timeout
+    if c.memory:
+        cfg.memory_bytes = units.parse_memory(c.memory)
+    if c.memory_swap:
+        cfg.memory_swap_bytes = units.parse_memory_swap(c.memory_swap)
+    if c.cpus:
+        cfg.nano_cpus = units.parse_cpus(c.cpus)
+    for text, flag, field in (
+        (c.health_interval, "--health-interval", cfg.health_interval_duration),
+        (c.health_timeout, "--health-timeout", cfg.health_timeout_duration),
+        (c.health_start_period, "--health-start-period", cfg.health_start_period_duration),
+    ):
+        if text:
+            field.FromNanoseconds(units.parse_duration(text, flag))
     return cfg
