@@ -103,6 +103,31 @@ def test_string_fields_alone_make_the_same_container_as_typed_fields(yard: Yard)
     assert_nothing_left(yard)
 
 
+CLI_FLAGS = [
+    "--network", "none", "--health-cmd", "true", "--health-retries", "2", "--tmpfs", "/scratch:size=8m",
+    "-v", "/tmp:/host-tmp:ro", "-m", "64m", "--memory-swap", "128m", "--cpus", "1.5",
+    "--health-interval", "1m30s", "--health-timeout", "500ms", "--health-start-period", "2s",
+]  # fmt: skip
+
+
+def test_the_cli_makes_the_same_container_as_an_older_controller(yard: Yard) -> None:
+    made = asyncio.run(
+        _create_and_inspect(yard, {"compat-strings": config(IMAGE, "sleep", "600", **SHARED, **OLD)})
+    )
+    cid = yard.ok("create", "--name", "compat-cli", *CLI_FLAGS, IMAGE, "sleep", "600").strip()
+    try:
+
+        async def inspect() -> pb.Container:
+            async with yard.channel() as ch:
+                stub = containers_pb2_grpc.ContainersStub(ch)
+                return (await stub.Inspect(pb.InspectContainerRequest(container=cid))).container
+
+        assert _comparable(asyncio.run(inspect())) == _comparable(made["compat-strings"])
+    finally:
+        asyncio.run(remove_many(yard, [cid, made["compat-strings"].id]))
+    assert_nothing_left(yard)
+
+
 def test_ps_filters_as_strings_or_pairs_list_the_same(yard: Yard) -> None:
     cfgs = {
         "filter-a": config(IMAGE, "true", labels={"tier": "web", "team": "x"}),
