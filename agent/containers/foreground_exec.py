@@ -84,7 +84,7 @@ class ForegroundExec:
                     pipes[stream][1].close()
                 else:
                     os.close(r)
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):  # silent: it already ended, which is the goal
                 proc.kill()
             raise
         return cls(proc, d, pipes)
@@ -165,8 +165,8 @@ class ForegroundExec:
         except OSError:
             lines = []
         for line in reversed(lines):
-            with contextlib.suppress(ValueError, AttributeError):
-                entry = json.loads(line)
+            with contextlib.suppress(ValueError, AttributeError):  # silent: a line that is not JSON is
+                entry = json.loads(line)  # not the runtime's error; the next line may be
                 if entry.get("level") in ("error", "fatal") and entry.get("msg"):
                     return str(entry["msg"])
         return f"the runtime could not start the process (exit {code})"
@@ -177,7 +177,7 @@ class ForegroundExec:
         pid = read_pidfile(self.pidfile)
         target = pid if pid > 0 else (self.proc.pid if self.proc.returncode is None else 0)
         if target > 0:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):  # silent: it ended on its own meanwhile
                 os.kill(target, signal.SIGKILL)
         self.close()
 

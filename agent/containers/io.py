@@ -8,13 +8,15 @@ a timely echo). Input (stdin bytes, window resizes, end of input) goes to the at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import agent.log
 from agent.runtime import attach, logs
 from agent.runtime.attach import AttachSession
+
+log = agent.log.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,11 @@ async def relay(
     finally:
         if pump is not None:
             pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await pump
+            except asyncio.CancelledError:
+                pass  # what we asked for
+            except Exception as exc:  # the client's input broke off; the output was complete
+                log.info("container.input_ended_with_error", id=bundle.name, error=repr(exc))
         if session is not None:
             session.close()
