@@ -123,7 +123,10 @@ def _complete(
 ) -> list[str]:
     monkeypatch.setenv("_DOCKYARD_COMPLETE", f"{shell}_complete")
     monkeypatch.setenv("COMP_WORDS", words)
-    monkeypatch.setenv("COMP_CWORD", str(len(words.split()) - (0 if words.endswith(" ") else 1)))
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    # fish passes the word under the cursor itself, bash and zsh its index
+    current = ("" if words.endswith(" ") else words.split()[-1]) if shell == "fish" else str(cword)
+    monkeypatch.setenv("COMP_CWORD", current)
     assert cli.run([]) == 0
     return [line for line in capsys.readouterr().out.splitlines() if line]
 
@@ -161,3 +164,12 @@ def test_container_and_image_arguments_complete_names() -> None:
         assert command is not None
         first = next(p for p in command.params if p.param_type_name == "argument")
         assert first._custom_shell_complete is expected, name
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_get_commands_too(
+    shell: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKYARD_CONFIG_DIR", str(tmp_path))
+    lines = _complete(monkeypatch, capsys, "dockyard vol", shell)
+    assert any(line == "volume" or line.startswith("plain,volume") for line in lines), lines
