@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import queue
 import shutil
 import stat
 import tarfile
@@ -23,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import agent.log
+from agent.bytestreams import ChunkReader
 from agent.errors import InvalidArgument
 
 log = agent.log.get(__name__)
 
 _QUEUE_DEPTH = 8
-_EOF = b""
 
 
 @dataclass(frozen=True)
@@ -36,40 +35,6 @@ class ContextStats:
     files: int
     dirs: int
     bytes: int
-
-
-class _ChunkReader(io.RawIOBase):
-    """A blocking file object over chunks pushed from the event loop (b"" marks the end)."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._buf = memoryview(b"")
-        self._eof = False
-        self.received = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf and not self._eof:
-            item = self.queue.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if item == _EOF:
-                self._eof = True
-            else:
-                self._buf = memoryview(item)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def drain(self) -> None:
-        """Consume whatever is still queued up to the end marker, so the producer never blocks."""
-        while not self._eof:
-            item = self.queue.get()
-            self._eof = isinstance(item, BaseException) or item == _EOF
 
 
 def _parts(name: str) -> list[str]:
@@ -111,7 +76,7 @@ def extract(stream: io.RawIOBase | io.BufferedIOBase, root: Path) -> ContextStat
     files = dirs = size = 0
     dir_times: list[tuple[Path, int, float]] = []
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|*")  # type: ignore[call-overload]
+        tf = tarfile.open(fileobj=stream, mode="r|*")
     except tarfile.TarError as exc:
         raise InvalidArgument(f"the build context is not a tar stream: {exc}") from None
     with tf:
@@ -175,8 +140,9 @@ def extract(stream: io.RawIOBase | io.BufferedIOBase, root: Path) -> ContextStat
 async def receive(chunks: AsyncIterator[bytes], root: Path) -> ContextStats:
     """Unpack the chunks of a tar stream into `root` (created here) as they arrive."""
     root.mkdir(parents=True, exist_ok=False)
-    reader = _ChunkReader()
+    reader = ChunkReader(max_chunks=_QUEUE_DEPTH)
     result: list[ContextStats | BaseException] = []
+    received = 0
 
     def work() -> None:
         try:
@@ -184,30 +150,23 @@ async def receive(chunks: AsyncIterator[bytes], root: Path) -> ContextStats:
         except BaseException as exc:
             result.append(exc)
         finally:
-            reader.drain()  # tar padding, or the rest after an error: the producer must never block
+            reader.close()  # tar padding, or the rest after an error: the producer stops feeding
 
     thread = threading.Thread(target=work, name="build-context", daemon=True)
     thread.start()
-
-    async def put(item: bytes | BaseException) -> None:
-        try:
-            reader.queue.put_nowait(item)
-        except queue.Full:
-            await asyncio.to_thread(reader.queue.put, item)
-
     try:
         async for chunk in chunks:
             if chunk:
-                reader.received += len(chunk)
-                await put(bytes(chunk))
-        await put(_EOF)
+                received += len(chunk)
+                await reader.feed(chunk)
+        await reader.finish()
     except BaseException as exc:
-        await put(InvalidArgument("the build context stream ended early"))
+        reader.fail(InvalidArgument("the build context stream ended early"))
         await asyncio.to_thread(thread.join)
         raise exc
     await asyncio.to_thread(thread.join)
     outcome = result[0] if result else InvalidArgument("the build context could not be read")
     if isinstance(outcome, BaseException):
         raise outcome
-    log.info("build.context_received", files=outcome.files, bytes=outcome.bytes, wire_bytes=reader.received)
+    log.info("build.context_received", files=outcome.files, bytes=outcome.bytes, wire_bytes=received)
     return outcome

@@ -4,7 +4,7 @@ It ties together the content store (`content.py`), snapshots (`snapshots.py`), m
 unpacking (`unpack.py`), archives (`archive_read.py`, `archive_write.py`, `rootfs_import.py`) and GC
 (`gc.py`). Pull and push live in `pull.py` / `push.py` and are exposed here as `pull(...)` / `push(...)`.
 
-* Running: `await images.resolve_for_run(ref)` → `(ImageRecord, config dict, lowerdirs)`; `lowerdirs` are
+* Running: `await images.resolve_for_run(ref)` → `RunnableImage` (digest, config, lowerdirs); `lowerdirs` are
   the image's snapshot directories, top-most first, ready for an overlay mount; the config dict is the OCI
   image config. `in_use` (given at construction) names the digests containers use, so that `rmi` refuses
   (without -f) and `image prune` / GC keeps their snapshots.
@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import agent.log
+from agent.bytestreams import ChunkWriter, read_in_thread, written_in_thread
+from agent.containers.seams import RunnableImage
 from agent.errors import AgentError, FailedPrecondition, Integrity, InvalidArgument, NotFound
-from agent.images import archive, gc
+from agent.images import archive_read, archive_write, gc, rootfs_import
 from agent.images import pull as pull_mod
 from agent.images import push as push_mod
 from agent.images.content import ContentStore, tree_size
 from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
-from agent.images.streams import ChunkWriter, read_in_thread, written_in_thread
 from agent.images.unpack import unpack_blob
 from agent.oci import manifests
 from agent.oci.platform import Platform
@@ -252,8 +253,8 @@ class ImageManager:
         """(config, manifest) bytes exactly as stored."""
         return self.content.read_bytes(record.config_digest), self.content.read_bytes(record.digest)
 
-    async def resolve_for_run(self, ref: str) -> tuple[ImageRecord, dict[str, Any], list[Path]]:
-        """What a container needs: the record, the image config dict and overlayfs lowerdirs (top first)."""
+    async def resolve_for_run(self, ref: str) -> RunnableImage:
+        """What a container needs: the digest, the image config dict and overlayfs lowerdirs (top first)."""
         record = self.store.get(ref)
         async with self.operation():
             config_bytes = self.content.read_bytes(record.config_digest)
@@ -261,7 +262,7 @@ class ImageManager:
                 await self.ensure_snapshots(record.layers, record.diff_ids)
             lowerdirs = self.snapshots.lowerdirs(list(record.chain_ids))
         config: dict[str, Any] = json.loads(config_bytes)
-        return record, config, lowerdirs
+        return RunnableImage(record.digest, config, tuple(lowerdirs))
 
     # ---- names ---------------------------------------------------------------------------------------
 
@@ -334,7 +335,7 @@ class ImageManager:
 
     # ---- archives --------------------------------------------------------------------------------------
 
-    def _save_items(self, refs: Sequence[str]) -> list[archive.SaveItem]:
+    def _save_items(self, refs: Sequence[str]) -> list[archive_write.SaveItem]:
         """Resolve every ref before any byte is sent: a bad name fails the call, not the stream."""
         if not refs:
             raise InvalidArgument("save needs at least one image")
@@ -346,13 +347,13 @@ class ImageManager:
             entry = items.setdefault(record.digest, (record, []))
             if name is not None and name not in entry[1]:
                 entry[1].append(name)
-        return [archive.SaveItem(rec, tuple(names)) for rec, names in items.values()]
+        return [archive_write.SaveItem(rec, tuple(names)) for rec, names in items.values()]
 
     def _layer_size(self, digest: str, media_type: str, diff_id: str) -> int:
         known = self.store.layer_size(diff_id)
         if known is not None:
             return known
-        size = archive.uncompressed_size(self.content, digest, media_type, diff_id)
+        size = archive_write.uncompressed_size(self.content, digest, media_type, diff_id)
         self.store.record_layer_size(diff_id, size)
         return size
 
@@ -366,12 +367,12 @@ class ImageManager:
         items = self._save_items(refs)
         return self._save_stream(items, fmt)
 
-    async def _save_stream(self, items: list[archive.SaveItem], fmt: str) -> AsyncIterator[bytes]:
+    async def _save_stream(self, items: list[archive_write.SaveItem], fmt: str) -> AsyncIterator[bytes]:
         def work(writer: ChunkWriter) -> None:
             if fmt == "oci":
-                archive.write_oci_archive(writer, items, self.content)  # type: ignore[arg-type]
+                archive_write.write_oci_archive(writer, items, self.content)  # type: ignore[arg-type]
             else:
-                archive.write_docker_archive(writer, items, self.content, self._layer_size)  # type: ignore[arg-type]
+                archive_write.write_docker_archive(writer, items, self.content, self._layer_size)  # type: ignore[arg-type]
 
         async with self.operation():
             async with contextlib.aclosing(written_in_thread(work)) as chunks:
@@ -390,9 +391,9 @@ class ImageManager:
         try:
             async with self._writing():
                 staged = await read_in_thread(
-                    chunks, lambda r: archive.stage_archive(cast(BinaryIO, r), work)
+                    chunks, lambda r: archive_read.stage_archive(cast(BinaryIO, r), work)
                 )
-                planned = await asyncio.to_thread(archive.plan_archive, staged, self.content)
+                planned = await asyncio.to_thread(archive_read.plan_archive, staged, self.content)
                 if not planned:
                     raise InvalidArgument("the archive contains no images")
                 records = []
@@ -421,16 +422,16 @@ class ImageManager:
     ) -> ImageRecord:
         """`import ROOTFS.tar REF`: a one-layer image from a rootfs tarball (plain, gzip, zstd, xz, bzip2)."""
         name = _tag_name(ref) if ref else ""
-        config_changes = archive.parse_changes(changes)
+        config_changes = rootfs_import.parse_changes(changes)
         work = self.tmp_dir / f"import-{secrets.token_hex(8)}"
         try:
             async with self._writing():
-                layer: archive.ImportedLayer = await read_in_thread(
-                    chunks, lambda r: archive.stage_rootfs(cast(BinaryIO, r), work, self.content)
+                layer: rootfs_import.ImportedLayer = await read_in_thread(
+                    chunks, lambda r: rootfs_import.stage_rootfs(cast(BinaryIO, r), work, self.content)
                 )
-                config = archive.import_config(layer.diff_id, changes=config_changes, message=message)
+                config = rootfs_import.import_config(layer.diff_id, changes=config_changes, message=message)
                 config_digest = await asyncio.to_thread(self.content.put_bytes, config)
-                manifest = archive.single_layer_manifest(config, config_digest, layer)
+                manifest = rootfs_import.single_layer_manifest(config, config_digest, layer)
                 manifest_digest = await asyncio.to_thread(self.content.put_bytes, manifest)
                 record = await self.register(name, manifest_digest)
         finally:

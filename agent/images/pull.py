@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import agent.log
+from agent.bytestreams import Tee
 from agent.errors import AgentError, Conflict, FailedPrecondition, Integrity, InvalidArgument, NotFound
 from agent.images.content import Ingest
 from agent.images.jobs import ThreadedJob, stream
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = agent.log.get(__name__)
 
-_CHUNK = 256 * 1024
 _PROGRESS_INTERVAL = 0.2
 _CONFLICT_POLL = 0.1
 DEFAULT_CONCURRENCY = 3
@@ -233,7 +233,7 @@ class _PullJob(ThreadedJob[PullEvent]):
                         log.info(
                             "image.layer_resumed", digest=layer.digest, offset=ingest.offset, size=layer.size
                         )
-                    _Tee(reader, ingest, progress).drain()
+                    _teed(reader, ingest, progress).drain()
                     ingest.commit()
                     return
                 self._unpack_streaming(reader, ingest, progress, layer, chain, diff_id)
@@ -262,11 +262,11 @@ class _PullJob(ThreadedJob[PullEvent]):
         diff_id: str,
     ) -> None:
         snapshots = self.images.snapshots
-        tee = _Tee(reader, ingest, progress)
+        tee = _teed(reader, ingest, progress)
         tmp = snapshots.prepare(chain)
         try:
             try:
-                got, tar_size, written = unpack_blob(tee, layer.media_type, tmp)  # type: ignore[arg-type]
+                got, tar_size, written = unpack_blob(tee, layer.media_type, tmp)
                 tee.drain()
             except AgentError as exc:
                 if not isinstance(exc, InvalidArgument):
@@ -310,29 +310,11 @@ class _Progress:
         self.job.emit(LayerProgress(self.layer.digest, LayerState.DOWNLOADING, self.current, self.layer.size))
 
 
-class _Tee:
-    """Readable: bytes from the registry, appended to the ingest (hashing them) on the way through."""
+def _teed(reader: BlobReader, ingest: Ingest, progress: _Progress) -> Tee:
+    """Bytes from the registry, appended to the ingest (hashing them) and counted on the way through."""
 
-    def __init__(self, reader: BlobReader, ingest: Ingest, progress: _Progress) -> None:
-        self._reader = reader
-        self._ingest = ingest
-        self._progress = progress
+    def store(data: bytes) -> None:
+        ingest.write(data)
+        progress.add(len(data))
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, amount: int | None = -1) -> bytes:
-        data = self._reader.read(_CHUNK if amount is None or amount < 0 else amount)
-        if data:
-            self._ingest.write(data)
-            self._progress.add(len(data))
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
+    return Tee(reader, store)

@@ -35,11 +35,12 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol, cast
 
 import zstandard
 
 import agent.log
+from agent.bytestreams import Prefixed, ReadStream, Source, Tee
 from agent.errors import NO_SPACE_ERRNOS, InvalidArgument
 
 log = agent.log.get(__name__)
@@ -145,49 +146,32 @@ def sniff_compression(head: bytes) -> str:
     return ""
 
 
-class _Prefixed(io.RawIOBase):
-    """Replays sniffed head bytes before the rest of a stream."""
-
-    def __init__(self, head: bytes, src: BinaryIO) -> None:
-        self._head = head
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._src.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
+def _as_file(src: Source) -> IO[bytes]:
+    """The decompressors' stubs ask for a whole file object; they only ever call `read(size)` on it."""
+    return cast(IO[bytes], src)
 
 
-class LayerStream(io.RawIOBase):
+class LayerStream(ReadStream):
     """A readable view of the uncompressed bytes of a layer, hashing them on the way (the diff ID).
 
     `compression` is "gzip", "zstd", "xz", "bzip2", "" or None (sniff the magic number).
     """
 
-    def __init__(self, src: BinaryIO, compression: str | None = None) -> None:
+    def __init__(self, src: Source, compression: str | None = None) -> None:
         if compression is None:
             head = src.read(8)
             compression = sniff_compression(head)
-            src = io.BufferedReader(_Prefixed(head, src))  # type: ignore[assignment]
+            src = io.BufferedReader(Prefixed(head, src))
         self.compression = compression
-        self._src: BinaryIO
+        self._src: Source
         if compression == "gzip":
-            self._src = gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[assignment]
+            self._src = gzip.GzipFile(fileobj=_as_file(src), mode="rb")
         elif compression == "zstd":
-            self._src = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+            self._src = zstandard.ZstdDecompressor().stream_reader(_as_file(src), read_across_frames=True)
         elif compression == "xz":
-            self._src = lzma.LZMAFile(src)  # type: ignore[assignment]
+            self._src = lzma.LZMAFile(_as_file(src))
         elif compression == "bzip2":
-            self._src = bz2.BZ2File(src)  # type: ignore[assignment]
+            self._src = bz2.BZ2File(_as_file(src))
         elif compression == "":
             self._src = src
         else:
@@ -196,11 +180,8 @@ class LayerStream(io.RawIOBase):
         self.size = 0
 
     @classmethod
-    def for_media_type(cls, src: BinaryIO, media_type: str) -> LayerStream:
+    def for_media_type(cls, src: Source, media_type: str) -> LayerStream:
         return cls(src, compression_of(media_type))
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int | None = -1) -> bytes:
         try:
@@ -212,11 +193,6 @@ class LayerStream(io.RawIOBase):
         self._hash.update(data)
         self.size += len(data)
         return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def drain(self) -> None:
         """Read to the end so `diff_id` covers every byte (tar padding included)."""
@@ -334,7 +310,7 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(float(member.mtime) * 1_000_000_000)
 
 
-def unpack_layer(tar_stream: BinaryIO, target: Path) -> int:
+def unpack_layer(tar_stream: Source, target: Path) -> int:
     """Unpack an uncompressed layer tar stream into `target`; returns the bytes of file data written.
 
     Unsafe entries raise UnsafeEntry (an InvalidArgument) and corrupt tars InvalidArgument; the caller
@@ -344,7 +320,7 @@ def unpack_layer(tar_stream: BinaryIO, target: Path) -> int:
     tree = _Tree(target)
     written = 0
     dir_times: list[tuple[list[str], int]] = []
-    counted = _Counting(tar_stream, lambda n: None)
+    counted = Tee(tar_stream, lambda _data: None)
     try:
         try:
             tf = tarfile.open(fileobj=counted, mode="r|", encoding="utf-8", errors="surrogateescape")
@@ -560,38 +536,14 @@ def _whiteout(tree: _Tree, parts: list[str], member: tarfile.TarInfo) -> int:
 
 
 def unpack_blob(
-    blob: BinaryIO,
+    blob: Source,
     media_type: str | None,
     target: Path,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[str, int, int]:
     """Decompress (by media type; sniffed when None) and unpack; returns (diff_id, tar bytes, written)."""
-    src: BinaryIO = blob if on_progress is None else _Counting(blob, on_progress)  # type: ignore[assignment]
+    src = blob if on_progress is None else Tee(blob, lambda data: on_progress(len(data)))
     stream = LayerStream(src, None if media_type is None else compression_of(media_type))
-    written = unpack_layer(stream, target)  # type: ignore[arg-type]
+    written = unpack_layer(stream, target)
     stream.drain()
     return stream.diff_id, stream.size, written
-
-
-class _Counting(io.RawIOBase):
-    """Counts (and reports, for progress) the bytes read through it."""
-
-    def __init__(self, src: BinaryIO, on_progress: Callable[[int], None]) -> None:
-        self._src = src
-        self._cb = on_progress
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int | None = -1) -> bytes:
-        data = self._src.read(-1 if n is None else n)
-        if data:
-            self.total += len(data)
-            self._cb(len(data))
-        return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)

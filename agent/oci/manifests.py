@@ -18,6 +18,9 @@ from agent.oci.reference import validate_digest
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"  # + "+gzip" / "+zstd" when compressed
+CONTAINERD_NAME = "io.containerd.image.name"  # image name annotations in an OCI layout's index.json
+OCI_REF_NAME = "org.opencontainers.image.ref.name"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"

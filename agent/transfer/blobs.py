@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import agent.log
+from agent.bytestreams import ChunkReader, Tee, read_in_thread
 from agent.errors import AgentError, Conflict, FailedPrecondition, InvalidArgument
 from agent.images.content import Ingest, validate_digest
 from agent.images.manager import ImageManager
 from agent.images.snapshots import chain_ids
 from agent.images.store import ImageRecord, normalize_name
-from agent.images.streams import ChunkReader, read_in_thread
 from agent.images.unpack import compression_of, sniff_compression, unpack_blob
 from agent.oci import manifests
 from agent.oci.reference import Reference
@@ -93,26 +93,6 @@ class _Received:
     unpacked: _Unpacked | None = None
     store_cpu: float = 0.0  # sha256 + write + fsync of the blob
     unpack_cpu: float = 0.0  # gunzip + diff ID + extraction
-
-
-class _Tee(io.RawIOBase):
-    """Readable: the uploaded chunks, appended to the ingest (hashing them) as they are read."""
-
-    def __init__(self, reader: ChunkReader, ingest: Ingest, received: _Received) -> None:
-        self._reader = reader
-        self._ingest = ingest
-        self._received = received
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._reader.readinto(b)
-        if n:
-            start = time.thread_time()
-            self._ingest.write(memoryview(b)[:n])
-            self._received.store_cpu += time.thread_time() - start
-        return n
 
 
 def _layer_compression(head: bytes) -> str | None:
@@ -247,7 +227,14 @@ class BlobTransfer:
         """In a worker thread: the blob into the ingest and, if it is a layer, through the unpacker too,
         in one pass; then verified and published. A failure leaves no unpacked directory behind."""
         received = _Received()
-        tee = io.BufferedReader(_Tee(reader, ingest, received), READ_CHUNK)
+
+        def store(data: bytes) -> None:
+            """Append to the ingest (hashing), timing it apart from the unpacking."""
+            start = time.thread_time()
+            ingest.write(data)
+            received.store_cpu += time.thread_time() - start
+
+        tee = io.BufferedReader(Tee(reader, store), READ_CHUNK)
         cpu = time.thread_time()
         unpacked: _Unpacked | None = None
         try:

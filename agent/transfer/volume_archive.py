@@ -21,9 +21,9 @@ from typing import BinaryIO, cast
 
 import agent.log
 from agent import fsroot, treetar
+from agent.bytestreams import read_in_thread, written_in_thread
 from agent.containers.volumes import Volume, VolumeManager
 from agent.errors import AlreadyExists, InvalidArgument
-from agent.images.streams import read_in_thread, written_in_thread
 
 log = agent.log.get(__name__)
 

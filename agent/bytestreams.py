@@ -1,5 +1,10 @@
-"""Bridges between chunk streams on the event loop (gRPC) and blocking file objects used in threads.
+"""Byte-stream adapters: every hand-made file object of the agent lives here.
 
+Blocking readers that wrap another (`ReadStream` is the base: a subclass only defines `read`):
+`Prefixed` replays sniffed head bytes before the rest of a stream; `Tee` hands every byte read through it
+to a callback (hash, copy, count, progress).
+
+Bridges between chunk streams on the event loop (gRPC) and blocking file objects used in threads:
 `ChunkReader`: the loop `feed`s chunks (client-streaming upload), a worker thread `read`s them as a file.
 `ChunkWriter`: a worker thread `write`s a file (e.g. a tar stream), the loop iterates over `chunks()`.
 Both are bounded (backpressure both ways) and can be failed from either side so that neither a thread nor
@@ -14,13 +19,75 @@ import contextlib
 import io
 import queue
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from agent.errors import Conflict
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 T = TypeVar("T")
 CHUNK_SIZE = 1 << 20  # well under gRPC's default 4 MiB message limit
 _EOF = b""
+
+
+class Source(Protocol):
+    """Anything with a blocking `read(size)`: files, sockets' makefile, decompressors, the adapters here."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class ReadStream(io.RawIOBase):
+    """A readable raw stream defined by `read(size)`; `readinto` (what io.BufferedReader and tarfile's
+    stream mode use) is written once here in terms of it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+class Prefixed(ReadStream):
+    """`head` (bytes already read to sniff the format), then the rest of `src`."""
+
+    def __init__(self, head: bytes, src: Source) -> None:
+        self._head = head
+        self._src = src
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = CHUNK_SIZE if size is None or size < 0 else size
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._src.read(size)
+
+
+class Tee(ReadStream):
+    """Reads from `src`, handing every chunk read to `sink` on the way (hashing, copying, progress)."""
+
+    def __init__(self, src: Source, sink: Callable[[bytes], object]) -> None:
+        self._src = src
+        self._sink = sink
+        self.total = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._src.read(CHUNK_SIZE if size is None or size < 0 else size)
+        if data:
+            self.total += len(data)
+            self._sink(data)
+        return data
+
+    def drain(self) -> None:
+        """Read `src` to its end (so the sink saw every byte, trailing padding included)."""
+        while self.read(CHUNK_SIZE):
+            pass
 
 
 class StreamAborted(Conflict):
@@ -84,18 +151,25 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def _fill(self) -> bool:
+        """Wait for the next chunk if the current one is used up; False at the end of the stream."""
         while not self._buf:
             if self._eof:
-                return 0
+                return False
             item = self._q.get()
             if isinstance(item, BaseException):
                 self.consumer_done = True
                 raise item
             if item == _EOF:
                 self._eof = True
-                return 0
+                return False
             self._buf = memoryview(item)
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        b = memoryview(buffer).cast("B")
+        if not self._fill():
+            return 0
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -104,9 +178,11 @@ class ChunkReader(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
-        buf = bytearray(size)
-        n = self.readinto(buf)
-        return bytes(buf[:n])
+        if not size or not self._fill():
+            return b""
+        data = bytes(self._buf[:size])
+        self._buf = self._buf[len(data) :]
+        return data
 
     def close(self) -> None:
         self.consumer_done = True
@@ -126,9 +202,10 @@ class ChunkWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, buffer: ReadableBuffer) -> int:
         if self._aborted:
             raise StreamAborted("the receiving side of the stream went away")
+        b = memoryview(buffer).cast("B")
         self._pending += b
         while len(self._pending) >= CHUNK_SIZE:
             chunk = bytes(self._pending[:CHUNK_SIZE])
