@@ -1,7 +1,7 @@
 """One build: a parsed Dockerfile executed stage by stage into an image in the agent's image store.
 
 * Stages: only the target stage and the stages it needs (`FROM <stage>`, `COPY --from=<stage>`) are
-  built, in file order. FROM takes an image from the store (pulled through the registry area when
+  built, in file order. FROM takes an image from the store (pulled through the registry client when
   missing), `scratch`, or an earlier stage; the base image's ONBUILD triggers run right after it.
 * Variables: global ARGs (before the first FROM) and the automatic platform ARGs are visible in FROM lines;
   inside a stage an ARG takes the `--build-arg` value, else its default, else the global default; ENV wins

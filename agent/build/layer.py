@@ -108,7 +108,7 @@ class _Writer:
         self.upper = upper
         self.links: dict[tuple[int, int], str] = {}
         self.entries = 0
-        self.exclude: frozenset[str] = frozenset()  # transfer area (commit): runc's mount-point stubs
+        self.exclude: frozenset[str] = frozenset()  # commit: runc's mount-point stubs
 
     def _info(self, name: str, st: os.stat_result, xattrs: dict[str, bytes]) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -135,7 +135,7 @@ class _Writer:
         """The entries of directory `dirfd` (`rel` below the upper dir), by name, never following links."""
         for entry_name in sorted(os.listdir(dirfd)):
             name = f"{rel}/{entry_name}" if rel else entry_name
-            if name in self.exclude:  # transfer area (commit): left out as the caller asked
+            if name in self.exclude:  # commit: left out as the caller asked
                 continue
             try:
                 st = fsroot.lstat(dirfd, entry_name)

@@ -1,13 +1,13 @@
 """RUN steps: one short-lived, isolated container per step on the agent's own runtime (runc), output streamed.
 
 The builder mounts the step's rootfs (overlay of the stage's layers and a fresh upper dir, via
-`agent.runtime.bundle`) and hands it here. The container's config.json comes from the containers area's
-pure spec builder (Docker's default capabilities, seccomp profile, masked paths, namespaces), with the
+`agent.runtime.bundle`) and hands it here. The container's config.json comes from the pure spec builder
+(`agent.runtime.spec`: Docker's default capabilities, seccomp profile, masked paths, namespaces), with the
 step's argv, environment, user and working directory. It runs in the foreground (`runc run`), so runc
 reaps it and reports its exit status; stdout and stderr arrive merged, line by line.
 
 Networking: `none` and `host` are what they say; the default joins the default bridge through the network
-area's attacher when the agent has one: one named network namespace per build (`BuildNetwork`), plugged
+attacher when the agent has one: one named network namespace per build (`BuildNetwork`), plugged
 into the bridge before the first RUN and shared by the build's RUN steps; `none` when there is no bridge.
 The mount points runc had to create in the rootfs for its own mounts (`/etc/hosts`, `/proc`, ...) are
 removed from the upper dir afterwards so they never reach a layer. Cancellation kills the container;
@@ -74,7 +74,7 @@ class NetworkAttacher(Protocol):
 class BuildNetwork:
     """One network namespace on the default bridge, shared by the RUN steps of one build.
 
-    Made on first use (a namespace, an endpoint from the network area, /etc/hosts, /etc/hostname and
+    Made on first use (a namespace, an endpoint from the network manager, /etc/hosts, /etc/hostname and
     /etc/resolv.conf under `directory`), removed by `close` when the build ends, however it ends; the
     steps' processes never outlive their step, so sharing it leaks nothing from one step to the next.
     """

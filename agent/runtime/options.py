@@ -139,11 +139,10 @@ class RunOptions:
     auto_remove: bool = False
     stop_signal: str = ""
     stop_timeout: int | None = None
-    # >>> network (agent/network parses and checks these at attach)
+    # networking: agent/network parses and checks these at attach
     publish: tuple[str, ...] = ()
     ip: str = ""
     network_aliases: tuple[str, ...] = ()
-    # <<< network
 
 
 def parse_size(value: str, flag: str) -> int:

@@ -1,7 +1,7 @@
 """The agent's side of `dockyard image send`: describe an image as blobs, report which blobs are here,
 read a blob from an offset, write one resumably, and register the image once its blobs arrived.
 
-All bytes go through the images area's content store (`ContentStore.ingest`), so a blob becomes visible
+All bytes go through the content store (`ContentStore.ingest`), so a blob becomes visible
 only after its digest and size were verified (Integrity → DATA_LOSS otherwise, nothing kept) and a write
 cut short keeps its bytes for the next attempt. Every read and write logs one event with the bytes that
 moved (`transfer.blob_read`, `transfer.blob_written`): the figures tests and operators check.

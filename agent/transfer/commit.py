@@ -1,12 +1,12 @@
 """`docker commit`: a new image from a container's writable layer on top of the container's image.
 
-The container's overlay upper dir is written as one OCI gzip layer by the build area's `write_layer`
+The container's overlay upper dir is written as one OCI gzip layer by `agent.build.layer.write_layer`
 (whiteouts for deletions, opaque directories), added to the content store, and listed after the image's
 layers. The config is the image's, with what the container was created with applied the way Docker's
 container config carries it into a commit (Env merged by key, Cmd/Entrypoint, WorkingDir, User, Labels,
-StopSignal), then the `--change` lines (parsed and applied by the build area's Dockerfile parser and
-image-config rules), plus one history entry. A running container is paused while its layer is written
-(Docker's default), so the layer is one consistent moment of it.
+StopSignal), then the `--change` lines (parsed by the Dockerfile parser, `agent.oci.dockerfile`, and
+applied by `agent.build.imageconfig`), plus one history entry. A running container is paused while its
+layer is written (Docker's default), so the layer is one consistent moment of it.
 """
 
 from __future__ import annotations

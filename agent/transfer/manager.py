@@ -1,8 +1,8 @@
 """TransferManager: the facade the Transfer servicer calls (blobs, commit, volume archives, recreate).
 
-It owns no state of its own: blobs live in the images area's content store, volumes and containers in
-the containers area. `recreate` is here because it is half of a move: the configuration a container was
-created with (as the containers area stores it) applied again, on another agent, to another image.
+It owns no state of its own: blobs live in the image manager's content store, volumes and containers
+with their managers. `recreate` is here because it is half of a move: the configuration a container was
+created with (as its record stores it) applied again, on another agent, to another image.
 """
 
 from __future__ import annotations
