@@ -179,8 +179,7 @@ class ImagesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Pull(self, request, context):
-        """>>> registry section (Pull, Push, Login): owned by the registry area
-        Pull an image from the registry its reference names (configured mirrors first), streaming progress.
+        """Pull an image from the registry its reference names (configured mirrors first), streaming progress.
         The last message is `finished` with the stored image. NOT_FOUND: no such tag, or no manifest for the
         platform; UNAUTHENTICATED: the registry refused the credentials; DATA_LOSS: content did not match
         its digest (nothing is kept); UNAVAILABLE: the registry could not be reached (partial layers are
@@ -200,7 +199,6 @@ class ImagesServicer:
 
     def CheckLogin(self, request, context):
         """Check credentials against a registry (what `dockyard login` does before saving them). Nothing is kept.
-        <<< registry section
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
