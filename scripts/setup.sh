@@ -12,6 +12,7 @@ SYSTEM_PACKAGES=(
   openssh-server              # per-test-host sshd for bootstrap tests
   skopeo podman               # peers checked against in tests and benchmarks (never used by the product)
   zstd sqlite3 util-linux procps ca-certificates
+  postgresql                  # the rollout journal tests start a private PostgreSQL server
   python3 python3-venv python3-dev
 )
 
