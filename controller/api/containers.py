@@ -168,7 +168,7 @@ class StatsSample:
 class ContainerConfig:
     """What `create`/`run` send: the run flags by their option names, values as the user typed them.
 
-    A new run flag is a field here (same name as the click parameter) and one line in `_config_pb`.
+    A new run flag is a field here (same name as the click parameter) and one line in `config_message`.
     """
 
     image: str
@@ -364,7 +364,7 @@ class ContainersApi:
 
     def _config_pb(self, config: ContainerConfig, exits: ErrorExits) -> pb.ContainerConfig:
         try:
-            return _config_pb(config)
+            return config_message(config)
         except units.InvalidValue as exc:
             raise self._invalid(exc, exits) from None
 
@@ -554,9 +554,10 @@ def _mount_type(m: pb.ContainerMount) -> str:
     return pb.MountType.Name(m.mount_type).removeprefix("MOUNT_TYPE_").lower()
 
 
-def _config_pb(c: ContainerConfig) -> pb.ContainerConfig:
+def config_message(c: ContainerConfig) -> pb.ContainerConfig:
     """The config with both forms of each sized/timed value: the string as typed (read by older agents)
     and the typed field parsed here (units.InvalidValue when it does not parse), which newer agents use.
+    The one mapping of run options to the wire: `run`/`create` and release files (controller.rollout.spec).
     """
     labels: dict[str, str] = {}
     for item in c.labels:
