@@ -287,3 +287,4 @@ class AgentClient:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+            self._methods.clear()  # they belong to the closed channel
