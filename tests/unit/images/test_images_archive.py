@@ -104,8 +104,8 @@ async def test_docker_archive_round_trip(managers: tuple[ImageManager, ImageMana
         "docker.io/library/app:latest",
         "example.com/team/app:1.0",
     ]
-    _, _, lower_src = await src.resolve_for_run("app:latest")
-    _, _, lower_dst = await dst.resolve_for_run("app:latest")
+    lower_src = list((await src.resolve_for_run("app:latest")).lowerdirs)
+    lower_dst = list((await dst.resolve_for_run("app:latest")).lowerdirs)
     assert [tree_summary(p) for p in lower_src] == [tree_summary(p) for p in lower_dst]
 
 
@@ -166,7 +166,7 @@ async def test_load_legacy_docker_save_layout_compressed_file(
         "application/vnd.oci.image.layer.v1.tar+gzip",
         "application/vnd.oci.image.layer.v1.tar",
     ]
-    _, _, lowerdirs = await dst.resolve_for_run("legacy:1")
+    lowerdirs = list((await dst.resolve_for_run("legacy:1")).lowerdirs)
     assert lowerdirs[-1].joinpath("bin/tool").read_bytes() == b"tool"
 
 
@@ -328,7 +328,8 @@ async def test_import_rootfs(managers: tuple[ImageManager, ImageManager], compre
     assert record.diff_ids == (sha(rootfs),)
     expected_type = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compression == "gzip" else "")
     assert record.layers[0].media_type == expected_type
-    _, config, lowerdirs = await src.resolve_for_run("imported:1")
+    runnable = await src.resolve_for_run("imported:1")
+    config, lowerdirs = runnable.config, list(runnable.lowerdirs)
     assert config["os"] == "linux" and config["architecture"] == host().architecture
     assert config["config"] == {"Cmd": ["/bin/sh"], "Env": ["A=b"], "WorkingDir": "/srv"}
     assert config["history"][0]["comment"] == "hi"

@@ -124,7 +124,8 @@ async def test_register_unpacks_and_records(manager: ImageManager) -> None:
     assert manager.get(f"busybox@{digest}").digest == digest
     with pytest.raises(NotFound):
         manager.get("busybox:2")
-    _, config, lowerdirs = await manager.resolve_for_run("busybox:1")
+    runnable = await manager.resolve_for_run("busybox:1")
+    config, lowerdirs = runnable.config, list(runnable.lowerdirs)
     assert config["config"]["Cmd"] == ["/bin/sh"]
     assert lowerdirs[0].joinpath("app/run").read_bytes() == b"run"
     assert stat.S_ISCHR(lowerdirs[0].joinpath("etc/motd").lstat().st_mode)
@@ -143,7 +144,7 @@ async def test_overlay_of_snapshots_applies_whiteouts(manager: ImageManager, tmp
         ("ovl:1", "etc/motd", ["etc/keep", "etc/new", "app/run", "bin/sh"]),
         ("ovl:2", "var/cache/old", ["var/cache/fresh"]),
     ]:
-        _, _, lowerdirs = await manager.resolve_for_run(ref)
+        lowerdirs = list((await manager.resolve_for_run(ref)).lowerdirs)
         merged = tmp_path / f"merged-{ref.replace(':', '-')}"
         merged.mkdir()
         opts = "lowerdir=" + ":".join(str(p) for p in lowerdirs)
@@ -209,7 +210,7 @@ async def test_tag_untag_and_rmi_semantics(manager: ImageManager, in_use: InUse)
     assert forced.deleted == ()  # still used: only the name goes, the image stays (dangling)
     assert [r.name for r in manager.list()] == [""]
     assert manager.content.has(digest)
-    _, _, lowerdirs = await manager.resolve_for_run(digest)
+    lowerdirs = list((await manager.resolve_for_run(digest)).lowerdirs)
     assert all(p.is_dir() for p in lowerdirs)
 
     in_use.digests.clear()
@@ -269,5 +270,5 @@ async def test_resolve_for_run_reunpacks_a_lost_snapshot(manager: ImageManager) 
     digest, _ = store_image(manager.content, [BASE])
     record = await manager.register("r:1", digest)
     manager.snapshots.remove(record.chain_ids[0])
-    _, _, lowerdirs = await manager.resolve_for_run("r:1")
+    lowerdirs = list((await manager.resolve_for_run("r:1")).lowerdirs)
     assert lowerdirs[0].joinpath("etc/keep").read_bytes() == b"keep"
