@@ -110,16 +110,14 @@ def image_send(
             raise UsageError("--from local needs the archive: image send REF --from local FILE")
         if not archive.is_file():
             raise UsageError(f"{archive}: no such file")
-        source_target = None
-        local_file: Path | None = archive
+        origin: Path | Target = archive
     else:
         if archive is not None:
             raise UsageError(f"unexpected argument {archive} (an archive goes with --from local)")
         found = _resolve(ctx, app, (source,))
         if len(found) != 1:
             raise UsageError("--from names one host")
-        source_target = found[0]
-        local_file = None
+        origin = found[0]
     prefix = len(targets) > 1
     interactive = not prefix and not app.json and app.console.is_terminal
     view = TransferView(
@@ -133,9 +131,9 @@ def image_send(
         pool = fanout.Pool(app.config_dir)
         try:
             src: BlobSource = (
-                ArchiveSource(local_file, reference)
-                if local_file is not None
-                else AgentSource(pool.client(source_target), reference)  # type: ignore[arg-type]
+                AgentSource(pool.client(origin), reference)
+                if isinstance(origin, Target)
+                else ArchiveSource(origin, reference)
             )
             plan = await src.plan()
             clients = [pool.client(t) for t in targets]
