@@ -30,6 +30,7 @@ from agent.api.v1 import (
     images_pb2_grpc,
     networks_pb2_grpc,
     pki_pb2_grpc,
+    releases_pb2_grpc,
     system_pb2_grpc,
     transfer_pb2_grpc,
     volumes_pb2_grpc,
@@ -43,6 +44,8 @@ from agent.images.manager import ImageManager
 from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
+from agent.releases.manager import ReleaseManager
+from agent.releases.store import ReleaseStore
 from agent.runtime.monitor import Conmon
 from agent.runtime.oci import OciRuntime
 from agent.server import status
@@ -54,6 +57,7 @@ from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
 from agent.server.pki import PkiServicer
+from agent.server.releases import ReleasesServicer
 from agent.server.system import Counts, SystemServicer
 from agent.server.tls import ReloadableServerCredentials, Revocations
 from agent.server.transfer import TransferServicer
@@ -82,6 +86,7 @@ class Components:
     containers: ContainerManager
     builds: BuildManager
     transfers: TransferManager
+    releases: ReleaseManager
     on_start: list[Hook]
     on_stop: list[Hook]
 
@@ -96,11 +101,13 @@ class Components:
         db = Database(config.data_root / "dockyard.db")
         records = ContainerView(db)
         events = EventLog(db)
+        release_records = ReleaseStore(db)  # images of active/previous/last-known-good releases are kept
         registry = RegistryClient.from_config(config)
         images = ImageManager(
             config.data_root,
             db,
-            in_use=records.image_digests,
+            in_use=lambda: records.image_digests() | release_records.image_digests(),
+            held_by=release_records.image_holder,
             registry=registry,
             pull_concurrency=config.max_concurrent_downloads,
         )
@@ -142,6 +149,7 @@ class Components:
             config.data_root, db, images, runtime=config.runtime, network=BridgeAttacher(networks)
         )
         transfers = TransferManager(images, containers, volumes)
+        releases = ReleaseManager(release_records, containers, images, events)
         return cls(
             config=config,
             db=db,
@@ -153,9 +161,10 @@ class Components:
             containers=containers,
             builds=builds,
             transfers=transfers,
+            releases=releases,
             # started in this order, stopped in reverse
-            on_start=[images.start, networks.start, containers.start, builds.start],
-            on_stop=[registry.aclose, networks.stop, containers.stop],
+            on_start=[images.start, networks.start, containers.start, builds.start, releases.start],
+            on_stop=[registry.aclose, networks.stop, containers.stop, releases.stop],
         )
 
     def counts(self) -> Counts:
@@ -182,6 +191,7 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
     events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(c.events), server)
     build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(c.transfers, c.images), server)
+    releases_pb2_grpc.add_ReleasesServicer_to_server(ReleasesServicer(c.releases), server)
 
 
 def split_host_port(address: str) -> tuple[str, int]:

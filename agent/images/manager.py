@@ -47,6 +47,7 @@ from agent.state.db import Database
 log = agent.log.get(__name__)
 
 InUse = Callable[[], set[str]]
+HeldBy = Callable[[str], str | None]  # digest → who holds it besides containers ("release web (…)")
 SAVE_FORMATS = ("docker", "oci")
 
 
@@ -81,6 +82,10 @@ def _no_containers() -> set[str]:
     return set()
 
 
+def _held_by_nobody(digest: str) -> str | None:
+    return None
+
+
 class ImageManager:
     """Owner of `<data_root>/content`, `<data_root>/snapshots` and the `images_*` tables."""
 
@@ -90,6 +95,7 @@ class ImageManager:
         db: Database,
         *,
         in_use: InUse | None = None,
+        held_by: HeldBy | None = None,
         registry: RegistryClient | None = None,
         pull_concurrency: int = pull_mod.DEFAULT_CONCURRENCY,
         durable: bool = True,
@@ -102,6 +108,7 @@ class ImageManager:
         self.store = ImageStore(db)
         self.tmp_dir = data_root / "tmp" / "images"
         self.in_use: InUse = in_use or _no_containers
+        self.held_by: HeldBy = held_by or _held_by_nobody
         self.registry = registry
         self.blob_sources = BlobSources(db) if registry is not None else None
         self.pull_concurrency = pull_concurrency
@@ -292,6 +299,9 @@ class ImageManager:
                 f"image {ref} is referenced by {len(names)} names ({', '.join(names)}); use -f to remove all"
             )
         if used and not force:
+            holder = self.held_by(record.digest)
+            if holder is not None:
+                raise FailedPrecondition(f"image {ref} is used by {holder}")
             raise FailedPrecondition(
                 f"image {ref} is in use by a container; stop and remove it first or use -f"
             )
@@ -469,11 +479,17 @@ class ImageManager:
         return self.registry, self.blob_sources
 
     def pull(
-        self, reference: str, *, platform: Platform | None = None, credentials: Credentials | None = None
+        self,
+        reference: str,
+        *,
+        platform: Platform | None = None,
+        credentials: Credentials | None = None,
+        check_space: bool = False,
     ) -> AsyncIterator[pull_mod.PullEvent]:
-        """Pull from a registry, yielding progress; the last event is `PullFinished`."""
+        """Pull from a registry, yielding progress; the last event is `PullFinished`. `check_space`:
+        refuse before downloading when the missing layers cannot fit (release staging)."""
         client, sources = self._registry()
-        options = pull_mod.PullOptions(platform, credentials, self.pull_concurrency)
+        options = pull_mod.PullOptions(platform, credentials, self.pull_concurrency, check_space)
         return pull_mod.pull(self, client, sources, reference, options)
 
     def push(

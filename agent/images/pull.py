@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,16 @@ from typing import TYPE_CHECKING
 
 import agent.log
 from agent.bytestreams import Tee
-from agent.errors import AgentError, Conflict, FailedPrecondition, Integrity, InvalidArgument, NotFound
+from agent.errors import (
+    AgentError,
+    Conflict,
+    FailedPrecondition,
+    Integrity,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    human_size,
+)
 from agent.images.content import Ingest
 from agent.images.jobs import ThreadedJob, stream
 from agent.images.snapshots import chain_ids
@@ -86,6 +96,8 @@ class PullOptions:
     platform: Platform | None = None
     credentials: Credentials | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    # refuse before downloading when the data root cannot hold the missing layers (release staging)
+    check_space: bool = False
 
 
 async def pull(
@@ -148,6 +160,8 @@ class _PullJob(ThreadedJob[PullEvent]):
                     manifest.layers,
                 )
             )
+            if self.options.check_space:
+                await self._thread(self._check_space, manifest.layers, chains)
             await self._layers(repo, manifest.layers, chains, diff_ids)
             for doc in (document, top):
                 if doc is not None:
@@ -173,6 +187,23 @@ class _PullJob(ThreadedJob[PullEvent]):
             seconds=round(time.monotonic() - started, 3),
         )
         self.queue.put_nowait(PullFinished(record, self.transferred))
+
+    def _check_space(self, layers: Sequence[Descriptor], chains: Sequence[str]) -> None:
+        """NoSpace with the numbers unless the data root's free space covers the missing layers: each
+        missing blob its size, each missing snapshot at least as much again (a lower bound: unpacked
+        layers are rarely smaller than compressed ones)."""
+        content, snapshots = self.images.content, self.images.snapshots
+        blobs = {layer.digest: layer.size for layer in layers if not content.has(layer.digest)}
+        pairs = zip(layers, chains, strict=True)
+        unpack = sum(layer.size for layer, chain in pairs if not snapshots.has(chain))
+        needs = sum(blobs.values()) + unpack
+        free = shutil.disk_usage(content.space_root).free
+        if needs > free:
+            raise NoSpace(
+                f"not enough space on {content.space_root} for {self.ref}: needs at least {human_size(needs)}"
+                f" ({human_size(sum(blobs.values()))} to download, {human_size(unpack)} to unpack),"
+                f" {human_size(free)} free"
+            )
 
     def _config(self, repo: Repository, descriptor: Descriptor) -> bytes:
         content = self.images.content
