@@ -431,6 +431,14 @@ def seconds_from_nanoseconds(ns: int, flag: str) -> float:
     return ns / 1e9
 
 
+def whole_seconds_from_nanoseconds(ns: int) -> int:
+    """A typed stop timeout in the whole seconds the runtime takes, rounded away from zero: a fraction
+    of a second more waits the next whole second rather than less, and a negative one stays negative
+    so that it is refused (or treated) as the integer field's negative would be."""
+    seconds = -(-abs(ns) // 1_000_000_000)
+    return seconds if ns >= 0 else -seconds
+
+
 def check_name(name: str) -> str:
     """Docker's container-name rule; the leading "/" Docker shows is dropped."""
     check_name_length(name.lstrip("/"), "container name")

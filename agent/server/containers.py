@@ -44,6 +44,7 @@ from agent.runtime.options import (
     parse_ulimit,
     parse_volume,
     seconds_from_nanoseconds,
+    whole_seconds_from_nanoseconds,
 )
 from agent.server import paging
 from agent.server.requests import first_message
@@ -167,9 +168,27 @@ def _check_limits(cfg: pb.ContainerConfig) -> None:
     for alias in cfg.network_aliases:
         limits.check_network_alias(alias)
     limits.check_range("--pids-limit", cfg.pids_limit, -limits.INT64_MAX - 1, limits.PIDS_LIMIT_MAX)
-    if cfg.HasField("stop_timeout"):
-        limits.check_range("--stop-timeout", cfg.stop_timeout, 0, limits.INT32_MAX)
     limits.check_config_size(cfg.ByteSize())
+
+
+def _stop_timeout(cfg: pb.ContainerConfig) -> int | None:
+    """--stop-timeout in whole seconds: the Duration when set (a fraction rounded up), else the int."""
+    if cfg.HasField("stop_timeout_duration"):
+        seconds = whole_seconds_from_nanoseconds(cfg.stop_timeout_duration.ToNanoseconds())
+    elif cfg.HasField("stop_timeout"):
+        seconds = cfg.stop_timeout
+    else:
+        return None
+    return limits.check_range("--stop-timeout", seconds, 0, limits.INT32_MAX)
+
+
+def _request_timeout(request: pb.StopContainerRequest | pb.RestartContainerRequest) -> int | None:
+    """Stop's and restart's `-t` in whole seconds: the Duration when set (a fraction rounded up), else
+    the int; a Duration the int could not hold is refused, so both forms mean the same."""
+    if request.HasField("timeout_duration"):
+        seconds = whole_seconds_from_nanoseconds(request.timeout_duration.ToNanoseconds())
+        return limits.check_range("the stop timeout", seconds, -limits.INT32_MAX - 1, limits.INT32_MAX)
+    return request.timeout if request.HasField("timeout") else None
 
 
 def run_options(cfg: pb.ContainerConfig) -> RunOptions:
@@ -177,6 +196,7 @@ def run_options(cfg: pb.ContainerConfig) -> RunOptions:
     if not cfg.image:
         raise InvalidArgument("an image is required")
     _check_limits(cfg)
+    stop_timeout = _stop_timeout(cfg)
     mounts: list[MountSpec] = [parse_volume(v) for v in cfg.volumes]
     mounts += [parse_mount(m) for m in cfg.mounts]
     mounts += [parse_tmpfs(t) for t in cfg.tmpfs]
@@ -211,7 +231,7 @@ def run_options(cfg: pb.ContainerConfig) -> RunOptions:
         seccomp=seccomp,
         auto_remove=cfg.auto_remove,
         stop_signal=cfg.stop_signal,
-        stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else None,
+        stop_timeout=stop_timeout,
         publish=tuple(cfg.publish),  # network (agent/network)
         ip=cfg.ip,
         network_aliases=tuple(cfg.network_aliases),
@@ -392,7 +412,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def Stop(
         self, request: pb.StopContainerRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopContainerResponse:
-        timeout = request.timeout if request.HasField("timeout") else None
+        timeout = _request_timeout(request)
         if timeout is not None and timeout < 0:
             raise InvalidArgument("the stop timeout must not be negative")
         rec = await self._m.stop_container(request.container, timeout)
@@ -401,7 +421,7 @@ class ContainersServicer(containers_pb2_grpc.ContainersServicer):
     async def Restart(
         self, request: pb.RestartContainerRequest, context: grpc.aio.ServicerContext
     ) -> pb.RestartContainerResponse:
-        timeout = request.timeout if request.HasField("timeout") else None
+        timeout = _request_timeout(request)
         rec = await self._m.restart_container(request.container, timeout)
         return pb.RestartContainerResponse(container=container_message(self._m, rec))
 

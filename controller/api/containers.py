@@ -391,13 +391,15 @@ class ContainersApi:
         """The stop signal, then SIGKILL after `timeout` seconds (None: the container's own)."""
         req = pb.StopContainerRequest(container=container)
         if timeout is not None:
-            req.timeout = timeout
+            req.timeout = timeout  # for older agents
+            req.timeout_duration.FromSeconds(timeout)
         await self.client.unary(STOP, req, timeout=None)
 
     async def restart(self, container: str, timeout: int | None = None) -> None:
         req = pb.RestartContainerRequest(container=container)
         if timeout is not None:
-            req.timeout = timeout
+            req.timeout = timeout  # for older agents
+            req.timeout_duration.FromSeconds(timeout)
         await self.client.unary(RESTART, req, timeout=None)
 
     async def kill(self, container: str, signal: str) -> None:
@@ -607,6 +609,7 @@ def config_message(c: ContainerConfig) -> pb.ContainerConfig:
         cfg.entrypoint.values.extend([c.entrypoint] if c.entrypoint else [])
     if c.stop_timeout is not None:
         cfg.stop_timeout = c.stop_timeout
+        cfg.stop_timeout_duration.FromSeconds(c.stop_timeout)
     if c.memory:
         cfg.memory_bytes = units.parse_memory(c.memory)
     if c.memory_swap:

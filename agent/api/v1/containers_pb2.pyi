@@ -59,7 +59,7 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerConfig(_message.Message):
-    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck", "publish", "ip", "network_aliases", "memory_bytes", "memory_swap_bytes", "nano_cpus", "health_interval_duration", "health_timeout_duration", "health_start_period_duration")
+    __slots__ = ("image", "command", "entrypoint", "name", "env", "workdir", "user", "hostname", "labels", "volumes", "mounts", "tmpfs", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "ulimits", "restart", "tty", "stdin_open", "network", "privileged", "cap_add", "cap_drop", "read_only", "security_opt", "auto_remove", "stop_signal", "stop_timeout", "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period", "no_healthcheck", "publish", "ip", "network_aliases", "memory_bytes", "memory_swap_bytes", "nano_cpus", "health_interval_duration", "health_timeout_duration", "health_start_period_duration", "stop_timeout_duration")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class ContainerConfig(_message.Message):
     HEALTH_INTERVAL_DURATION_FIELD_NUMBER: _ClassVar[int]
     HEALTH_TIMEOUT_DURATION_FIELD_NUMBER: _ClassVar[int]
     HEALTH_START_PERIOD_DURATION_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_DURATION_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: StringList
     entrypoint: StringList
@@ -157,7 +158,8 @@ class ContainerConfig(_message.Message):
     health_interval_duration: _duration_pb2.Duration
     health_timeout_duration: _duration_pb2.Duration
     health_start_period_duration: _duration_pb2.Duration
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ..., publish: _Optional[_Iterable[str]] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., memory_swap_bytes: _Optional[int] = ..., nano_cpus: _Optional[int] = ..., health_interval_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_start_period_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    stop_timeout_duration: _duration_pb2.Duration
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Union[StringList, _Mapping]] = ..., entrypoint: _Optional[_Union[StringList, _Mapping]] = ..., name: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., volumes: _Optional[_Iterable[str]] = ..., mounts: _Optional[_Iterable[str]] = ..., tmpfs: _Optional[_Iterable[str]] = ..., memory: _Optional[str] = ..., memory_swap: _Optional[str] = ..., cpus: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., ulimits: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., network: _Optional[str] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., read_only: _Optional[bool] = ..., security_opt: _Optional[_Iterable[str]] = ..., auto_remove: _Optional[bool] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., health_cmd: _Optional[str] = ..., health_interval: _Optional[str] = ..., health_timeout: _Optional[str] = ..., health_retries: _Optional[int] = ..., health_start_period: _Optional[str] = ..., no_healthcheck: _Optional[bool] = ..., publish: _Optional[_Iterable[str]] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., memory_swap_bytes: _Optional[int] = ..., nano_cpus: _Optional[int] = ..., health_interval_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_start_period_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stop_timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HealthLogEntry(_message.Message):
     __slots__ = ("start", "end", "exit_code", "output")
@@ -377,12 +379,14 @@ class AttachContainerResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ...) -> None: ...
 
 class StopContainerRequest(_message.Message):
-    __slots__ = ("container", "timeout")
+    __slots__ = ("container", "timeout", "timeout_duration")
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_DURATION_FIELD_NUMBER: _ClassVar[int]
     container: str
     timeout: int
-    def __init__(self, container: _Optional[str] = ..., timeout: _Optional[int] = ...) -> None: ...
+    timeout_duration: _duration_pb2.Duration
+    def __init__(self, container: _Optional[str] = ..., timeout: _Optional[int] = ..., timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StopContainerResponse(_message.Message):
     __slots__ = ("container",)
@@ -391,12 +395,14 @@ class StopContainerResponse(_message.Message):
     def __init__(self, container: _Optional[_Union[Container, _Mapping]] = ...) -> None: ...
 
 class RestartContainerRequest(_message.Message):
-    __slots__ = ("container", "timeout")
+    __slots__ = ("container", "timeout", "timeout_duration")
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_DURATION_FIELD_NUMBER: _ClassVar[int]
     container: str
     timeout: int
-    def __init__(self, container: _Optional[str] = ..., timeout: _Optional[int] = ...) -> None: ...
+    timeout_duration: _duration_pb2.Duration
+    def __init__(self, container: _Optional[str] = ..., timeout: _Optional[int] = ..., timeout_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RestartContainerResponse(_message.Message):
     __slots__ = ("container",)

@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from agent.api.v1 import containers_pb2 as pb
 from agent.api.v1 import containers_pb2_grpc
-from tests.integration.containers.conftest import IMAGE, Yard, assert_nothing_left, config, remove_many
+from tests.integration.containers.conftest import (
+    IMAGE,
+    Yard,
+    assert_nothing_left,
+    config,
+    remove_many,
+    start_many,
+)
 
 pytestmark = pytest.mark.root
 
@@ -31,6 +40,7 @@ OLD: dict[str, Any] = {
     "health_interval": "1m30s",
     "health_timeout": "500ms",
     "health_start_period": "2s",
+    "stop_timeout": 7,
 }
 
 
@@ -48,6 +58,7 @@ TYPED: dict[str, Any] = {
     "health_interval_duration": _duration(90 * 10**9),
     "health_timeout_duration": _duration(500_000_000),
     "health_start_period_duration": _duration(2 * 10**9),
+    "stop_timeout_duration": _duration(6_200_000_000),  # whole seconds: rounded up to 7
 }
 
 
@@ -82,7 +93,9 @@ def test_string_fields_alone_make_the_same_container_as_typed_fields(yard: Yard)
         "compat-old": config(IMAGE, "sleep", "600", **SHARED, **OLD),
         "compat-new": config(IMAGE, "sleep", "600", **SHARED, **TYPED),
         # a newer controller sends both; a string the agent would refuse shows that it is not read
-        "compat-both": config(IMAGE, "sleep", "600", **SHARED, **TYPED, memory="not a size", cpus="x"),
+        "compat-both": config(
+            IMAGE, "sleep", "600", **SHARED, **TYPED, memory="not a size", cpus="x", stop_timeout=-3
+        ),
     }
     made = asyncio.run(_create_and_inspect(yard, cfgs))
     try:
@@ -92,6 +105,7 @@ def test_string_fields_alone_make_the_same_container_as_typed_fields(yard: Yard)
         assert (options["memory"], options["memory_swap"], options["cpus"]) == (64 << 20, 128 << 20, 1.5)
         assert options["health"]["interval_s"] == 90 and options["health"]["timeout_s"] == 0.5
         assert options["health"]["start_period_s"] == 2
+        assert options["stop_timeout"] == 7
         assert resources["memory"]["limit"] == 64 << 20 and resources["memory"]["swap"] == 128 << 20
         assert resources["cpu"]["quota"] == 150000 and resources["cpu"]["period"] == 100000
         assert sorted((m[0], m[1]) for m in mounts) == [
@@ -107,6 +121,7 @@ CLI_FLAGS = [
     "--network", "none", "--health-cmd", "true", "--health-retries", "2", "--tmpfs", "/scratch:size=8m",
     "-v", "/tmp:/host-tmp:ro", "-m", "64m", "--memory-swap", "128m", "--cpus", "1.5",
     "--health-interval", "1m30s", "--health-timeout", "500ms", "--health-start-period", "2s",
+    "--stop-timeout", "7",
 ]  # fmt: skip
 
 
@@ -149,4 +164,38 @@ def test_ps_filters_as_strings_or_pairs_list_the_same(yard: Yard) -> None:
             assert old == new == expected, strings
     finally:
         asyncio.run(remove_many(yard, [c.id for c in made.values()]))
+    assert_nothing_left(yard)
+
+
+def test_a_stop_with_only_the_duration_waits_that_long_before_sigkill(yard: Yard) -> None:
+    """An older controller sends Stop's timeout as an int, a newer one also as a Duration; an agent that
+    read only the int would give this TERM-ignoring container the default 10 s instead of 1 s."""
+    cfg = config(IMAGE, "sh", "-c", 'trap "" TERM; sleep 1000', name="compat-stop")
+    [cid] = asyncio.run(start_many(yard, [cfg]))
+
+    async def stop() -> tuple[list[grpc.aio.AioRpcError], pb.Container, float]:
+        async with yard.channel() as ch:
+            stub = containers_pb2_grpc.ContainersStub(ch)
+            refused = []
+            for bad in (
+                pb.StopContainerRequest(container=cid, timeout=-1),
+                pb.StopContainerRequest(container=cid, timeout_duration=_duration(-500_000_000)),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Stop(bad)
+                refused.append(info.value)
+            began = time.monotonic()
+            reply = await stub.Stop(pb.StopContainerRequest(container=cid, timeout_duration=_duration(10**9)))
+            return refused, reply.container, time.monotonic() - began
+
+    try:
+        refused, stopped, elapsed = asyncio.run(stop())
+        for err in refused:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.details() == "the stop timeout must not be negative"
+        assert stopped.status == pb.CONTAINER_STATUS_EXITED
+        assert stopped.exit_code == 137  # SIGKILL: the TERM was ignored
+        assert 0.9 <= elapsed < 8, elapsed  # the 1 s grace, not the 10 s default
+    finally:
+        asyncio.run(remove_many(yard, [cid]))
     assert_nothing_left(yard)

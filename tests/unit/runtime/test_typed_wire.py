@@ -9,7 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from agent.api.v1 import containers_pb2 as pb
 from agent.errors import InvalidArgument
 from agent.runtime.options import MountType
-from agent.server.containers import MOUNT_TYPES, _parse_filters, run_options
+from agent.server.containers import MOUNT_TYPES, _parse_filters, _request_timeout, run_options
 
 
 def _ns(ns: int) -> Duration:
@@ -145,3 +145,67 @@ def test_every_mount_type_has_its_enum_value() -> None:
     assert pb.MOUNT_TYPE_UNSPECIFIED not in MOUNT_TYPES.values()
     for kind, value in MOUNT_TYPES.items():
         assert pb.MountType.Name(value) == f"MOUNT_TYPE_{kind.name}"
+
+
+def _stop_timeout(cfg: pb.ContainerConfig) -> int | None:
+    return run_options(cfg).stop_timeout
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 10, 2**31 - 1])
+def test_a_stop_timeout_as_int_or_duration_gives_the_same_options(seconds: int) -> None:
+    old = run_options(pb.ContainerConfig(image="busybox", stop_timeout=seconds))
+    new = run_options(pb.ContainerConfig(image="busybox", stop_timeout_duration=_ns(seconds * 10**9)))
+    both = pb.ContainerConfig(image="busybox", stop_timeout=seconds)
+    both.stop_timeout_duration.FromSeconds(seconds)
+    assert new == old == run_options(both)
+    assert old.stop_timeout == seconds
+    assert _stop_timeout(pb.ContainerConfig(image="busybox")) is None
+
+
+@pytest.mark.parametrize(
+    ("ns", "seconds"), [(1, 1), (500_000_000, 1), (1_000_000_000, 1), (1_000_000_001, 2), (2_500_000_000, 3)]
+)
+def test_a_fractional_stop_timeout_is_rounded_up_to_whole_seconds(ns: int, seconds: int) -> None:
+    assert _stop_timeout(pb.ContainerConfig(image="busybox", stop_timeout_duration=_ns(ns))) == seconds
+    assert _request_timeout(pb.StopContainerRequest(timeout_duration=_ns(ns))) == seconds
+    assert _request_timeout(pb.RestartContainerRequest(timeout_duration=_ns(ns))) == seconds
+
+
+def test_the_stop_timeout_duration_wins_over_the_int() -> None:
+    cfg = pb.ContainerConfig(image="busybox", stop_timeout=-7, stop_timeout_duration=_ns(3 * 10**9))
+    assert _stop_timeout(cfg) == 3
+    request = pb.StopContainerRequest(timeout=-7, timeout_duration=_ns(3 * 10**9))
+    assert _request_timeout(request) == 3
+    assert _request_timeout(pb.StopContainerRequest(timeout=4)) == 4
+    assert _request_timeout(pb.StopContainerRequest()) is None
+
+
+@pytest.mark.parametrize(
+    ("duration_ns", "int_seconds", "message"),
+    [
+        (-(10**9), -1, "--stop-timeout: -1 is out of range (min 0)"),
+        (-1, -1, "--stop-timeout: -1 is out of range (min 0)"),
+        (-5 * 10**9, -5, "--stop-timeout: -5 is out of range (min 0)"),
+        (2**31 * 10**9, None, "--stop-timeout: 2147483648 is out of range (max 2147483647)"),
+        ((2**31 - 1) * 10**9 + 1, None, "--stop-timeout: 2147483648 is out of range (max 2147483647)"),
+    ],
+)
+def test_a_bad_stop_timeout_duration_gets_the_ints_message(
+    duration_ns: int, int_seconds: int | None, message: str
+) -> None:
+    pattern = "^" + message.replace("(", r"\(").replace(")", r"\)") + "$"
+    with pytest.raises(InvalidArgument, match=pattern):
+        run_options(pb.ContainerConfig(image="busybox", stop_timeout_duration=_ns(duration_ns)))
+    if int_seconds is not None:  # the same message an older controller's int gets
+        with pytest.raises(InvalidArgument, match=pattern):
+            run_options(pb.ContainerConfig(image="busybox", stop_timeout=int_seconds))
+
+
+def test_a_request_timeout_duration_means_what_the_int_would() -> None:
+    # negative stays negative (Stop refuses it as it refuses the int; Restart treats it as the int)
+    assert _request_timeout(pb.StopContainerRequest(timeout_duration=_ns(-1))) == -1
+    assert _request_timeout(pb.RestartContainerRequest(timeout_duration=_ns(-(10**9)))) == -1
+    with pytest.raises(
+        InvalidArgument, match=r"^the stop timeout: 2147483648 is out of range \(max 2147483647\)$"
+    ):
+        _request_timeout(pb.StopContainerRequest(timeout_duration=_ns(2**31 * 10**9)))
