@@ -96,16 +96,17 @@ def is_verified(phase: Phase) -> bool:
 
 def held_revisions(p: Pointers, latest: int) -> dict[int, list[str]]:
     """Revision → its roles, for every revision the release may switch to without a pull: active,
-    previous, last known good and the newest staged one (if newer than active; a failed candidate's
-    stopped containers keep its images through the container records).
-    Their images are kept by prune and GC, and `rmi` names the release and the roles."""
+    previous, last known good, and the newest one if it is newer than active and has no other role
+    ("staged"). Their images are kept by prune and GC, and `rmi` names the release and the roles. (A
+    failed candidate's stopped containers keep its images through the container records.)"""
     held: dict[int, list[str]] = {}
     for number, role in (
         (p.active, "active"),
         (p.previous, "previous"),
         (p.last_known_good, "last known good"),
-        (latest if latest > p.active else 0, "staged"),
     ):
         if number and role not in held.get(number, []):
             held.setdefault(number, []).append(role)
+    if latest > p.active and latest not in held:
+        held[latest] = ["staged"]
     return held
