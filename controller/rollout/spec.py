@@ -199,17 +199,17 @@ def parse_port(spec: str) -> PortSpec:
     if len(parts) == 2 and not host:
         raise ValueError(f"invalid port {spec!r}: empty host port")
 
-    def number(text: str, what: str, low: int) -> int:
+    def number(text: str, what: str) -> int:
         value = int(text)
-        if not low <= value <= 65535:
+        if not 1 <= value <= 65535:
             raise ValueError(f"invalid port {spec!r}: {what} {value} is outside 1-65535")
         return value
 
     return PortSpec(
-        container_port=number(parts[-1], "container port", 1),
+        container_port=number(parts[-1], "container port"),
         protocol=protocol,
         host_ip=host_ip,
-        host_port=number(host, "host port", 1) if host else 0,
+        host_port=number(host, "host port") if host else 0,
     )
 
 
@@ -415,14 +415,16 @@ def _restart(value: object) -> str:
 
 
 def _signal(value: object) -> str:
+    """A signal name (SIGTERM, TERM, SIGRTMIN+3) or number, as the agent takes --stop-signal."""
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _string(value)
     name = text.strip().upper()
     if name.isdigit():
         if not 1 <= int(name) <= 64:
             raise _Bad(f"invalid signal {text!r}: numbers go from 1 to 64")
-    elif not re.fullmatch(r"SIGRTM(IN\+|AX-)\d+", name if name.startswith("SIG") else "SIG" + name):
-        if (name if name.startswith("SIG") else "SIG" + name) not in signal.Signals.__members__:
-            raise _Bad(f"invalid signal {text!r}: not a known signal name or number")
+        return text
+    full = name if name.startswith("SIG") else "SIG" + name
+    if not (full in signal.Signals.__members__ or re.fullmatch(r"SIGRTM(IN\+|AX-)\d+", full)):
+        raise _Bad(f"invalid signal {text!r}: not a known signal name or number")
     return text
 
 
