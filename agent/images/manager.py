@@ -37,6 +37,7 @@ from agent.images.snapshots import SnapshotStore, chain_ids
 from agent.images.store import ImageRecord, ImageStore, Layer, normalize_name, parse_created
 from agent.images.unpack import unpack_blob
 from agent.oci import manifests
+from agent.oci import platform as platform_mod
 from agent.oci.platform import Platform
 from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
@@ -49,6 +50,18 @@ log = agent.log.get(__name__)
 InUse = Callable[[], set[str]]
 HeldBy = Callable[[str], str | None]  # digest → who holds it besides containers ("release web (…)")
 SAVE_FORMATS = ("docker", "oci")
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A reference resolved in its registry without pulling (`Images.Resolve`, rollouts pin tags by it)."""
+
+    reference: str
+    digest: str  # the platform manifest's digest: `repository@digest` pulls exactly this
+    size: int  # its layers' compressed sizes, summed
+    media_type: str
+    index_digest: str | None
+    platform: str  # the index entry's platform ("" without an index)
 
 
 @dataclass(frozen=True)
@@ -502,6 +515,35 @@ class ImageManager:
     async def check_login(self, registry: str, credentials: Credentials) -> None:
         client, _ = self._registry()
         await asyncio.to_thread(client.check_login, registry, credentials)
+
+    async def resolve(
+        self, reference: str, *, platform: Platform | None = None, credentials: Credentials | None = None
+    ) -> ResolvedImage:
+        """The manifest a pull of `reference` would fetch for `platform` (default: this host's), read from
+        the registry the way pull resolves it (mirrors, credentials, retries), without pulling it."""
+        client, _ = self._registry()
+        ref = Reference.parse(reference)
+        wanted = platform or platform_mod.host()
+
+        def work() -> ResolvedImage:
+            repo = client.repository(ref, credentials)
+            top, document = repo.resolve(wanted, explicit=platform is not None)
+            manifest = manifests.parse_manifest(document.data, f"manifest {document.digest}")
+            chosen = ""
+            if top is not None:
+                index = manifests.parse_index(top.data, f"index {top.digest}")
+                entry = next((d for d in index.manifests if d.digest == document.digest), None)
+                chosen = str(entry.platform) if entry is not None and entry.platform is not None else ""
+            return ResolvedImage(
+                str(ref),
+                document.digest,
+                sum(layer.size for layer in manifest.layers),
+                document.media_type,
+                top.digest if top is not None else None,
+                chosen,
+            )
+
+        return await asyncio.to_thread(work)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -216,6 +216,21 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         await self._images.check_login(registry, credentials)
         return images_pb2.CheckLoginResponse()
 
+    async def Resolve(
+        self, request: images_pb2.ResolveImageRequest, context: grpc.aio.ServicerContext
+    ) -> images_pb2.ResolveImageResponse:
+        reference = _required(request.reference, "image reference")
+        wanted = Platform.parse(request.platform) if request.platform else None
+        r = await self._images.resolve(reference, platform=wanted, credentials=_credentials(request))
+        return images_pb2.ResolveImageResponse(
+            reference=r.reference,
+            digest=r.digest,
+            size=r.size,
+            media_type=r.media_type,
+            index_digest=r.index_digest or "",
+            platform=r.platform,
+        )
+
 
 _TRANSFER_STATES = {
     LayerState.WAITING: images_pb2.TRANSFER_STATE_WAITING,
@@ -232,7 +247,10 @@ _TRANSFER_STATES = {
 
 
 def _credentials(
-    request: images_pb2.PullImageRequest | images_pb2.PushImageRequest | images_pb2.CheckLoginRequest,
+    request: images_pb2.PullImageRequest
+    | images_pb2.PushImageRequest
+    | images_pb2.CheckLoginRequest
+    | images_pb2.ResolveImageRequest,
 ) -> Credentials | None:
     if not request.HasField("credentials") or not request.credentials.username:
         return None

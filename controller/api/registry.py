@@ -1,5 +1,5 @@
-"""The registry side of the Images service: pull, push, and checking a login. The agent talks to the
-registry; the credentials (from controller/credentials.py) travel inside each request."""
+"""The registry side of the Images service: pull, push, resolving a tag, and checking a login. The agent
+talks to the registry; the credentials (from controller/credentials.py) travel inside each request."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ _SERVICE = pb.DESCRIPTOR.services_by_name["Images"]
 PULL = rpc(_SERVICE, "Pull", pb.PullImageRequest, pb.PullImageResponse)
 PUSH = rpc(_SERVICE, "Push", pb.PushImageRequest, pb.PushImageResponse)
 CHECK_LOGIN = rpc(_SERVICE, "CheckLogin", pb.CheckLoginRequest, pb.CheckLoginResponse)
+RESOLVE = rpc(_SERVICE, "Resolve", pb.ResolveImageRequest, pb.ResolveImageResponse)
 
 _STATES = {
     pb.TRANSFER_STATE_WAITING: "waiting",
@@ -45,6 +46,18 @@ class Resolved:
     digest: str
     platform: str
     layers: int
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A reference resolved in its registry by the agent, nothing pulled."""
+
+    reference: str  # normalized
+    digest: str  # the manifest for the agent's (or the asked) platform: `repository@digest` pulls it
+    size: int  # its layers, compressed
+    media_type: str
+    index_digest: str | None
+    platform: str  # the index entry's platform ("" without an index)
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,15 @@ class RegistryApi:
             elif kind == "finished":
                 f = message.finished
                 yield Pushed(f.reference, f.digest, f.uploaded_bytes)
+
+    async def resolve(
+        self, reference: str, *, platform: str = "", login: Login | None = None, timeout: float | None = 60.0
+    ) -> ResolvedImage:
+        """The digest a pull of `reference` would fetch on that agent, without pulling (rollouts pin tags)."""
+        credentials = _credentials(login)
+        request = pb.ResolveImageRequest(reference=reference, platform=platform, credentials=credentials)
+        r = await self.client.unary(RESOLVE, request, timeout=timeout)
+        return ResolvedImage(r.reference, r.digest, r.size, r.media_type, r.index_digest or None, r.platform)
 
     async def check_login(self, registry: str, login: Login, *, timeout: float) -> None:
         """Raises unless `registry` accepts `login` (the agent asks it)."""

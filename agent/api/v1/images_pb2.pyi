@@ -138,6 +138,32 @@ class CheckLoginResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ResolveImageRequest(_message.Message):
+    __slots__ = ("reference", "platform", "credentials")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    platform: str
+    credentials: RegistryCredentials
+    def __init__(self, reference: _Optional[str] = ..., platform: _Optional[str] = ..., credentials: _Optional[_Union[RegistryCredentials, _Mapping]] = ...) -> None: ...
+
+class ResolveImageResponse(_message.Message):
+    __slots__ = ("reference", "digest", "size", "media_type", "index_digest", "platform")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    digest: str
+    size: int
+    media_type: str
+    index_digest: str
+    platform: str
+    def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., media_type: _Optional[str] = ..., index_digest: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
+
 class ImageLayer(_message.Message):
     __slots__ = ("digest", "media_type", "size", "diff_id", "chain_id")
     DIGEST_FIELD_NUMBER: _ClassVar[int]

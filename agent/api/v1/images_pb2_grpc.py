@@ -99,6 +99,11 @@ class ImagesStub:
                 request_serializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.FromString,
                 _registered_method=True)
+        self.Resolve = channel.unary_unary(
+                '/agent.api.v1.Images/Resolve',
+                request_serializer=agent_dot_api_dot_v1_dot_images__pb2.ResolveImageRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ResolveImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImagesServicer:
@@ -204,6 +209,15 @@ class ImagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resolve(self, request, context):
+        """Resolve a reference to the digest of the manifest a pull would fetch for the platform (for an index:
+        the platform manifest's digest, so `repository@digest` pulls exactly that), without pulling anything.
+        Same errors as Pull's resolution (NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE, DATA_LOSS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +285,11 @@ def add_ImagesServicer_to_server(servicer, server):
                     servicer.CheckLogin,
                     request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.FromString,
                     response_serializer=agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.SerializeToString,
+            ),
+            'Resolve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resolve,
+                    request_deserializer=agent_dot_api_dot_v1_dot_images__pb2.ResolveImageRequest.FromString,
+                    response_serializer=agent_dot_api_dot_v1_dot_images__pb2.ResolveImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +643,33 @@ class Images:
             '/agent.api.v1.Images/CheckLogin',
             agent_dot_api_dot_v1_dot_images__pb2.CheckLoginRequest.SerializeToString,
             agent_dot_api_dot_v1_dot_images__pb2.CheckLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resolve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent.api.v1.Images/Resolve',
+            agent_dot_api_dot_v1_dot_images__pb2.ResolveImageRequest.SerializeToString,
+            agent_dot_api_dot_v1_dot_images__pb2.ResolveImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
