@@ -81,6 +81,7 @@ def web(ref: str, name: str = "app", *, publish: tuple[str, ...] = (), **config:
         health_interval="300ms",
         health_timeout="2s",
         health_retries=2,
+        stop_timeout=1,  # httpd as pid 1 ignores SIGTERM: do not wait 10 s for each stop
         publish=list(publish),
         **config,
     )

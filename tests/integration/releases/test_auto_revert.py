@@ -85,3 +85,19 @@ async def test_agent_killed_during_verification_goes_on_after_restart_and_decide
     reverted = [e for e in events if e.action == "reverted"]
     assert len(reverted) == 1 and reverted[0].time.ToNanoseconds() > restarted_at
     assert host.containers() == {"web-app-r1": "running", "web-app-r2": "exited"}
+
+
+async def test_verified_but_never_confirmed_is_kept_running_as_unconfirmed(
+    host_factory: HostFactory, images: Images
+) -> None:
+    host = host_factory()
+    await host.stage(revision(web(images["v1"])))
+    await host.activate(1, policy(min_healthy=0.5, deadline=3))
+    await host.wait_phase("HEALTHY")
+    state = await host.wait_phase("UNCONFIRMED", timeout=30)  # nobody commits within the deadline
+    assert (state.active_revision, state.last_known_good) == (1, 0)
+    assert state.reason == "verified, but no Commit within 3s"
+    assert host.containers() == {"web-app-r1": "running"}
+    async with host.releases() as stub:  # a late Commit still confirms it
+        done = await stub.Commit(pb.CommitReleaseRequest(release="web", revision=1))
+    assert PHASE(done.state.phase) == "RELEASE_PHASE_COMMITTED" and done.state.last_known_good == 1
