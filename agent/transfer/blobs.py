@@ -202,9 +202,9 @@ class BlobTransfer:
                 first = await anext(data, b"")
                 compression = _layer_compression(first) if start == 0 else None
                 with self._content.no_space(size):  # the blob's or its unpacked layer's writes
-                    received = await read_in_thread(
+                    await read_in_thread(
                         _prepended(first, data),
-                        lambda reader: self._receive(reader, ingest, size, compression),
+                        lambda reader: self._receive(reader, ingest, size, compression, received),
                     )
             finally:
                 done = ingest.offset - start
@@ -223,10 +223,14 @@ class BlobTransfer:
                 )
         return WriteResult(digest, done)
 
-    def _receive(self, reader: ChunkReader, ingest: Ingest, size: int, compression: str | None) -> _Received:
+    def _receive(
+        self, reader: ChunkReader, ingest: Ingest, size: int, compression: str | None, received: _Received
+    ) -> None:
         """In a worker thread: the blob into the ingest and, if it is a layer, through the unpacker too,
-        in one pass; then verified and published. A failure leaves no unpacked directory behind."""
-        received = _Received()
+        in one pass; then verified and published. A failure leaves no unpacked directory behind.
+
+        What it did goes into `received` as it happens, so the write's log line tells the truth also when
+        the call fails after the blob was published (the connection cut while the reply was on its way)."""
 
         def store(data: bytes) -> None:
             """Append to the ingest (hashing), timing it apart from the unpacking."""
@@ -255,6 +259,7 @@ class BlobTransfer:
                 if stale is not None:
                     self._images.snapshots.abort(stale.tmp)
                 self._unpacked[ingest.digest] = unpacked
+                received.unpacked = unpacked
             start = time.thread_time()
             ingest.commit()
             received.store_cpu += time.thread_time() - start
@@ -263,9 +268,8 @@ class BlobTransfer:
                 if self._unpacked.get(ingest.digest) is unpacked:
                     del self._unpacked[ingest.digest]
                 self._images.snapshots.abort(unpacked.tmp)
+                received.unpacked = None
             raise
-        received.unpacked = unpacked
-        return received
 
     def _unpack(self, blob: BinaryIO, digest: str, compression: str) -> _Unpacked | None:
         """Unpack a layer as it arrives; None (and nothing kept) when it does not unpack: `register` will
