@@ -12,6 +12,7 @@ host is only its network namespace and address (tests start their processes in i
 Teardown kills every process inside each namespace by pid (`ip netns pids`), then removes the namespaces,
 veths and the bridge; `Fleet.close()` is safe to call after a partial setup and twice. A slot whose owner
 died without cleaning up is reclaimed (its processes killed by pid, its links removed) by the next fleet.
+The host itself (namespaces, sshd, teardown) is scripts/netns_hosts.py, shared with `make demo`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class TestHost(NamespaceHost):
     root: Path
     client_pubkey: str
     sshd_proc: subprocess.Popen[bytes] | None = None
+    ssh: bool = True
 
     @property
     def name(self) -> str:
