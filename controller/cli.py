@@ -53,6 +53,8 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "controller.commands.events": ("events",),
     "controller.commands.build": ("build", "builder"),
     "controller.commands.transfer": ("commit", "move"),
+    "controller.commands.rollout": ("rollout",),
+    "controller.commands.release": ("release",),
 }
 # Subcommands that one area adds to another area's group: group name -> (module, attribute) pairs, where
 # the attribute is a command or a list of commands.
