@@ -92,8 +92,8 @@ def _drive(app: App, journal: Journal, rollout: Rollout, *, resume: bool) -> int
                 expect=[RolloutState.STAGING, RolloutState.RUNNING, RolloutState.PLANNED],
             )
         )
-        resume = f"dockyard rollout resume {rollout.id}"
-        print(f"interrupted: rollout {rollout.id} paused; continue with `{resume}`", file=sys.stderr)
+        again = f"dockyard rollout resume {rollout.id}"
+        print(f"interrupted: rollout {rollout.id} paused; continue with `{again}`", file=sys.stderr)
         return eng.EXIT_PAUSED
     if mode == "json":
         print(json_line(view_mod.result_json(result, rollout)))
