@@ -54,7 +54,8 @@ def write(tmp_path: Path, name: str, image: str) -> Path:
 def test_rollout_good_then_bad_then_undo(host_factory: HostFactory, images: Images, tmp_path: Path) -> None:
     a, b = host_factory("a"), host_factory("b")
     registry = images.registry.host
-    flags = ["--format", "json", "rollout", "apply", "--min-healthy", "1s", "--deadline", "30s", "--batch", "1"]
+    flags = ["--format", "json", "rollout", "apply", "--min-healthy", "1s", "--deadline", "30s"]
+    flags += ["--batch", "1"]
 
     plain = [f for f in flags if f not in ("--format", "json")]
     v1 = rollout([a, b], *plain, "-f", str(write(tmp_path, "v1", f"{registry}/shop/web:v1")))
