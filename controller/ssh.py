@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
 
-from controller.errors import ControllerError
+# asyncssh still names cryptography's DSA types, which cryptography deprecates on access: five warnings
+# on every bootstrap that no user can act on.
+warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"asyncssh\.")
+import asyncssh  # noqa: E402
+
+from controller.errors import ControllerError  # noqa: E402
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
