@@ -66,7 +66,7 @@ def _mode(app: App) -> str:
     return "live" if isinstance(app.console, Console) and app.console.is_terminal else "lines"
 
 
-def _drive(app: App, journal: Journal, rollout: Rollout, *, resume: bool) -> int:
+def _drive(app: App, journal: Journal, rollout: Rollout, *, resume: bool, force: bool = False) -> int:
     """Run (or resume) the engine in this process with the live view; the exit code."""
     fleet = eng.AgentFleet({h.name: h.target for h in eng.hosts_of(rollout)}, app.config_dir)
     mode = _mode(app)
@@ -76,7 +76,8 @@ def _drive(app: App, journal: Journal, rollout: Rollout, *, resume: bool) -> int
     async def go() -> eng.Result:
         try:
             with view:
-                return await eng.Engine(journal, fleet, on_event=view).run(rollout.id, resume=resume)
+                engine = eng.Engine(journal, fleet, on_event=view)
+                return await engine.run(rollout.id, resume=resume, heartbeat_window=0 if force else None)
         finally:
             await fleet.close()
 
@@ -109,7 +110,7 @@ def json_line(data: Any) -> str:
     return json.dumps(data, default=str)
 
 
-def _detach(app: App, rollout_id: str) -> None:
+def _detach(app: App, rollout_id: str, *, force: bool = False) -> None:
     """`rollout resume ID` in a background process of its own session; output to a log in the config dir."""
     logs = app.config_dir / LOG_DIR
     logs.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def _detach(app: App, rollout_id: str) -> None:
     argv = [sys.executable, "-m", "controller", "--config-dir", str(app.config_dir)]
     if app.json:
         argv += ["--format", "json"]
-    argv += ["rollout", "resume", rollout_id]
+    argv += ["rollout", "resume", rollout_id, *(["--force"] if force else [])]
     with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
         subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if app.json:
@@ -221,17 +222,18 @@ def apply(
 @rollout.command("resume")
 @click.argument("rollout_id", metavar="ID")
 @click.option("-d", "--detach", is_flag=True, help="run in the background")
+@click.option("--force", is_flag=True, help="even if another controller drove it within the lease time")
 @click.pass_obj
-def resume(app: App, rollout_id: str, detach: bool) -> None:
+def resume(app: App, rollout_id: str, detach: bool, force: bool) -> None:
     """Continue a paused or interrupted rollout exactly where it stands (also from another controller)."""
     journal = _journal(app)
     found = asyncio.run(journal.get(rollout_id))
     if found.state in eng.FINAL_STATES:
         raise ControllerError(f"rollout {found.id} is {found.state}: there is nothing to resume")
     if detach:
-        _detach(app, found.id)
+        _detach(app, found.id, force=force)
         return
-    _exit(_drive(app, journal, found, resume=True))
+    _exit(_drive(app, journal, found, resume=True, force=force))
 
 
 async def _newest(journal: Journal, rollout_id: str | None) -> Rollout:

@@ -511,8 +511,8 @@ class Engine:
         failed = [(h, s) for h, s in steps.items() if s.step in FAILED_STEPS]
         if len(failed) <= self.plan.max_fail + self._accepted:
             return ""
-        named = "; ".join(f"{h} {s.step}" + (f": {s.detail}" if s.detail else "") for h, s in failed[:5])
-        more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
+        named = ", ".join(f"{h} {s.step}" for h, s in failed[:8])  # each host's why is in its step
+        more = f" (+{len(failed) - 8} more)" if len(failed) > 8 else ""
         return f"{len(failed)} failed, max-fail {self.plan.max_fail}: {named}{more}"
 
     async def _on_failure(self, why: str, *, last_wave: bool) -> tuple[RolloutState, str]:
@@ -572,7 +572,11 @@ class Engine:
         async def loop() -> None:
             while True:
                 await self._sleep(self.lease_ttl / 3)
-                await self.journal.set_state(self.rollout.id, self._state, self._reason, expect=[self._state])
+                alive = await self.journal.set_state(
+                    self.rollout.id, self._state, self._reason, expect=[self._state]
+                )
+                if not alive:  # paused or aborted meanwhile: `abort` gives the leases back, keep off them
+                    return
                 await _together(*(self._lease_one(h, True) for h in self.plan.hosts()))
                 self.lease_renewals += 1
 

@@ -109,7 +109,8 @@ async def test_canary_failure_stops_before_any_other_host_switches(journal: Sqli
     result = await engine.run(rid)
 
     assert (result.state, result.exit_code) == (RolloutState.PAUSED, 3)
-    assert "h0 reverted: reverted to revision 1: app: exited 1" in result.reason
+    assert "1 failed, max-fail 0: h0 reverted" in result.reason
+    assert result.steps["h0"].detail == "reverted to revision 1: app: exited 1"
     assert fleet.acts("activate") == ["h0"]
     assert (await steps_of(journal, rid)) == {
         "h0": Step.REVERTED, "h1": Step.STAGED, "h2": Step.STAGED, "h3": Step.STAGED
