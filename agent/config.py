@@ -19,6 +19,13 @@ Example `/etc/dockyard/agent.toml` (every key optional):
     handshake_timeout = 5.0               # seconds a TCP peer has to finish the TLS handshake
     max_connections = 4096                # TCP connections at once, all peers (at most RLIMIT_NOFILE/4)
     max_connections_per_peer = 256        # TCP connections at once from one source address
+    audit = true                          # keep the audit log (agent/audit.py) in audit_dir
+    audit_dir = "/var/lib/dockyard/audit" # default <data_root>/audit
+    audit_required = false                # true: refuse a call whose audit entry cannot be written
+    audit_max_size = 10485760             # rotate audit.log at this size (bytes) ...
+    audit_max_files = 5                   # ... keeping this many older files
+    labels = { site = "lab" }             # this host's labels, for certificate scopes (bootstrap writes them)
+    policy_file = "/etc/dockyard/policy.toml"  # image trust policy (default <config_dir>/policy.toml)
 """
 
 from __future__ import annotations
@@ -67,6 +74,15 @@ class AgentConfig:
     handshake_timeout: float = 5.0
     max_connections: int = 4096
     max_connections_per_peer: int = 256
+    # audit log (agent/audit.py) and certificate scopes (agent/server/permissions.py)
+    audit: bool = True
+    audit_dir: Path | None = None
+    audit_required: bool = False
+    audit_max_size: int = 10 * 1024 * 1024
+    audit_max_files: int = 5
+    labels: dict[str, str] = field(default_factory=dict)
+    # image trust policy (agent/trust/policy.py); None: <config_dir>/policy.toml. No file: accept everything
+    policy_file: Path | None = None
 
     def with_overrides(self, **overrides: Any) -> AgentConfig:
         """Return a copy with every non-None override applied (flags beat the file)."""
@@ -74,7 +90,7 @@ class AgentConfig:
         return dataclasses.replace(self, **values)
 
 
-_PATH_KEYS = {"tls_dir", "socket", "data_root", "config_dir", "exec_root"}
+_PATH_KEYS = {"tls_dir", "socket", "data_root", "config_dir", "exec_root", "audit_dir", "policy_file"}
 _TUPLE_KEYS = {"listen", "insecure_registries"}
 
 
@@ -108,6 +124,10 @@ def from_mapping(raw: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, dict):
                 raise InvalidArgument(f"{source}: registry_mirrors must be a table")
             values[key] = {str(k): tuple(v) for k, v in value.items()}
+        elif key == "labels":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise InvalidArgument(f"{source}: labels must be a table of strings")
+            values[key] = dict(value)
         else:
             values[key] = value
     return AgentConfig(**values)

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import errors, log
 from agent.api.v1 import (
+    audit_pb2_grpc,
     build_pb2_grpc,
     containers_pb2_grpc,
     events_pb2_grpc,
@@ -33,8 +35,10 @@ from agent.api.v1 import (
     releases_pb2_grpc,
     system_pb2_grpc,
     transfer_pb2_grpc,
+    trust_pb2_grpc,
     volumes_pb2_grpc,
 )
+from agent.audit import AuditLog
 from agent.build.manager import BuildManager
 from agent.config import AgentConfig
 from agent.containers.manager import ContainerManager, ContainerSettings
@@ -49,6 +53,7 @@ from agent.releases.store import ReleaseStore
 from agent.runtime.monitor import Conmon
 from agent.runtime.oci import OciRuntime
 from agent.server import status
+from agent.server.audit import AuditServicer
 from agent.server.build import BuildServicer
 from agent.server.connlimit import ConnectionLimits, ListenerGuard, raise_fd_limit
 from agent.server.containers import ContainersServicer
@@ -56,15 +61,18 @@ from agent.server.events import EventsServicer
 from agent.server.images import ImagesServicer
 from agent.server.interceptors import AgentInterceptor
 from agent.server.networks import NetworksServicer
+from agent.server.permissions import HostIdentity
 from agent.server.pki import PkiServicer
 from agent.server.releases import ReleasesServicer
 from agent.server.system import Counts, SystemServicer
-from agent.server.tls import ReloadableServerCredentials, Revocations
+from agent.server.tls import ReloadableServerCredentials, Revocations, common_name, load_identity
 from agent.server.transfer import TransferServicer
+from agent.server.trust import TrustServicer
 from agent.server.volumes import VolumesServicer
 from agent.state.db import Database
 from agent.state.events import EventLog
 from agent.transfer.manager import TransferManager
+from agent.trust.manager import TrustManager
 
 _log = log.get(__name__)
 
@@ -87,6 +95,8 @@ class Components:
     builds: BuildManager
     transfers: TransferManager
     releases: ReleaseManager
+    trust: TrustManager
+    audit: AuditLog | None
     on_start: list[Hook]
     on_stop: list[Hook]
 
@@ -101,6 +111,7 @@ class Components:
         db = Database(config.data_root / "dockyard.db")
         records = ContainerView(db)
         events = EventLog(db)
+        audit = open_audit(config)
         release_records = ReleaseStore(db)  # images of active/previous/last-known-good releases are kept
         registry = RegistryClient.from_config(config)
         images = ImageManager(
@@ -111,6 +122,9 @@ class Components:
             registry=registry,
             pull_concurrency=config.max_concurrent_downloads,
         )
+        # the image trust policy: a bad file stops the agent here, with the line that is wrong
+        policy_file = config.policy_file or config.config_dir / "policy.toml"
+        trust = TrustManager(policy_file, config.config_dir, images)
         networks = NetworkManager(
             db,
             NetworkSettings(
@@ -143,6 +157,7 @@ class Components:
             runtime=runtime,
             monitor=Conmon(runtime, exec_root / "s"),
             network=BridgeAttacher(networks),
+            gate=trust,
         )
         # RUN steps run on the agent's own runtime, on the default bridge
         builds = BuildManager(
@@ -162,6 +177,8 @@ class Components:
             builds=builds,
             transfers=transfers,
             releases=releases,
+            trust=trust,
+            audit=audit,
             # started in this order, stopped in reverse
             on_start=[images.start, networks.start, containers.start, builds.start, releases.start],
             on_stop=[registry.aclose, networks.stop, containers.stop, releases.stop],
@@ -192,6 +209,31 @@ def register_services(server: grpc.aio.Server, c: Components) -> None:
     build_pb2_grpc.add_BuildServicer_to_server(BuildServicer(c.builds), server)
     transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(c.transfers, c.images), server)
     releases_pb2_grpc.add_ReleasesServicer_to_server(ReleasesServicer(c.releases), server)
+    trust_pb2_grpc.add_TrustServicer_to_server(TrustServicer(c.trust), server)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(c.audit), server)
+
+
+def open_audit(config: AgentConfig) -> AuditLog | None:
+    """The audit log (None with `audit = false`), opened: a torn last line is repaired and recorded."""
+    if not config.audit:
+        return None
+    log = AuditLog(
+        config.audit_dir or config.data_root / "audit",
+        max_size=config.audit_max_size,
+        keep=config.audit_max_files,
+        required=config.audit_required,
+    )
+    log.open()
+    return log
+
+
+def host_identity(config: AgentConfig) -> HostIdentity:
+    """This host's labels for certificate scopes: agent.toml `labels`, `host` = its certificate's CN."""
+    labels: dict[str, str] = {}
+    if config.listen:
+        cert = x509.load_pem_x509_certificate(load_identity(config.tls_dir).cert_pem)
+        labels["host"] = common_name(cert.subject)
+    return HostIdentity({**labels, **config.labels})
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -342,7 +384,13 @@ class Agent:
         components = Components.build(self.config)
         self.components = components
         server = grpc.aio.server(
-            interceptors=[AgentInterceptor(Revocations(self.config.tls_dir) if self.config.listen else None)],
+            interceptors=[
+                AgentInterceptor(
+                    Revocations(self.config.tls_dir) if self.config.listen else None,
+                    host=host_identity(self.config),
+                    audit=components.audit,
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -51,10 +51,12 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "controller.commands.containers_cp": ("cp",),
     "controller.commands.volumes": ("volume",),
     "controller.commands.events": ("events",),
+    "controller.commands.audit": ("audit",),
     "controller.commands.build": ("build", "builder"),
     "controller.commands.transfer": ("commit", "move"),
     "controller.commands.rollout": ("rollout",),
     "controller.commands.release": ("release",),
+    "controller.commands.compose": ("compose",),
 }
 # Subcommands that one area adds to another area's group: group name -> (module, attribute) pairs, where
 # the attribute is a command or a list of commands.

@@ -11,6 +11,10 @@ the fleet's revocation list, signed by the CA, its CRL number one higher at ever
 staged in `ca-rotation/` (the new CA, its cross-certificate signed by the current CA, a client certificate
 of the new CA and a `ca.pem` trusting both) until every agent confirmed it; then it replaces the CA and the
 old one is kept in `retired-ca/`.
+
+What a client certificate may do (role, --allow, --scope) is carried in it as SAN URIs
+(`dockyard:role:deployer`, `dockyard:allow:exec`, `dockyard:scope:site=lab`; see
+agent/server/permissions.py); a client certificate without them (issued before roles) acts as admin.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.errors import AgentError
+from agent.server.permissions import Grant, Role, grant_of, grant_uris
 from controller.config import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE
 from controller.errors import ControllerError, UsageError
 
@@ -160,10 +166,14 @@ def sign(
     sans: list[str] | None = None,
     days: int = CERT_DAYS,
     not_before: dt.datetime | None = None,
+    grant: Grant | None = None,
 ) -> x509.Certificate:
-    """Issue a leaf certificate for `role` (agent → serverAuth, client → clientAuth)."""
+    """Issue a leaf certificate for `role` (agent → serverAuth, client → clientAuth); a client's
+    `grant` (role, allow, scopes) goes into its SAN URIs."""
     if role not in (ROLE_AGENT, ROLE_CLIENT):
         raise UsageError(f"unknown certificate role {role!r}")
+    if grant is not None and role != ROLE_CLIENT:
+        raise UsageError("only client certificates carry a role and scopes")
     start = not_before or (_now() - dt.timedelta(minutes=5))
     usage = ExtendedKeyUsageOID.SERVER_AUTH if role == ROLE_AGENT else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
@@ -202,8 +212,11 @@ def sign(
         )
     )
     names = list(dict.fromkeys([*(sans or []), *([common_name] if role == ROLE_AGENT else [])]))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
+    entries = san_entries(names) if names else []
+    if grant is not None:
+        entries += [x509.UniformResourceIdentifier(u) for u in grant_uris(grant)]
+    if entries:
+        builder = builder.add_extension(x509.SubjectAlternativeName(entries), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     if ca.home is not None:
         record_issued(ca.home, cert, role)
@@ -263,7 +276,7 @@ def init(config_dir: Path, *, client_name: str = "controller", force: bool = Fal
     write_private(config_dir / CA_KEY, key_pem(ca.key))
     write_public(config_dir / CA_CERT, ca.cert_pem)
     written = [config_dir / CA_CERT, config_dir / CA_KEY]
-    written += issue_client(config_dir, client_name, config_dir, ca=ca)
+    written += issue_client(config_dir, client_name, config_dir, ca=ca, grant=Grant(Role.ADMIN))
     shutil.rmtree(config_dir / ROTATION_DIR, ignore_errors=True)
     if read_crl(config_dir) is not None:  # the old CA's list: start the new CA's, numbering on
         publish_crl(config_dir, ca, {})
@@ -291,11 +304,15 @@ def issue_client(
     *,
     days: int = CERT_DAYS,
     ca: CertificateAuthority | None = None,
+    grant: Grant | None = None,
 ) -> list[Path]:
-    """Write ca.pem, client.pem, client-key.pem into `out` (an operator's config dir)."""
+    """Write ca.pem, client.pem, client-key.pem into `out` (an operator's config dir).
+
+    `grant` None writes a certificate without a role (acts as admin, like those issued before roles).
+    """
     ca = ca or load_ca(config_dir)
     key = new_key()
-    cert = sign(ca, key.public_key(), common_name=name, role=ROLE_CLIENT, days=days)
+    cert = sign(ca, key.public_key(), common_name=name, role=ROLE_CLIENT, days=days, grant=grant)
     write_public(out / CA_CERT, ca.cert_pem)
     write_public(out / CLIENT_CERT, cert_pem(cert))
     write_private(out / CLIENT_KEY, key_pem(key))
@@ -324,6 +341,7 @@ class Issued:
     role: str
     not_after: dt.datetime
     issuer: str
+    grant: str = ""  # a client's role, +allow and @scopes as `pki ls` shows them
 
     @property
     def serial_hex(self) -> str:
@@ -344,6 +362,7 @@ def record_issued(config_dir: Path, cert: x509.Certificate, role: str) -> None:
             "role": role,
             "not_after": cert.not_valid_after_utc.isoformat(),
             "issuer": _cn(cert.issuer),
+            **({"grant": grant_of(cert).describe()} if role == ROLE_CLIENT else {}),
         }
     )
     config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -370,11 +389,63 @@ def issued(config_dir: Path) -> list[Issued]:
                     str(d["role"]),
                     dt.datetime.fromisoformat(d["not_after"]),
                     str(d.get("issuer", "")),
+                    str(d.get("grant") or (grant_of_legacy() if d["role"] == ROLE_CLIENT else "")),
                 )
             )
         except (ValueError, KeyError, TypeError):
             continue  # a torn or foreign line; the rest stays usable
     return out
+
+
+def grant_of_legacy() -> str:
+    """What a client certificate recorded before roles existed can do."""
+    return Grant(Role.ADMIN, legacy=True).describe()
+
+
+@dataclass(frozen=True)
+class Inspected:
+    path: Path
+    common_name: str
+    serial: str
+    kind: str  # agent | client | ?
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    grant: str  # for a client: role +allow @scope, or "admin (legacy: admin)"
+    sans: tuple[str, ...]
+
+
+def inspect_certificate(path: Path) -> Inspected:
+    """What a certificate file says: names, validity, and (for a client) its role, allows and scopes."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ControllerError(f"{path} does not exist") from exc
+    except ValueError as exc:
+        raise ControllerError(f"{path} is not a PEM certificate: {exc}") from exc
+    kind = certificate_role(cert) or "?"
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = tuple(str(getattr(n, "value", n)) for n in san)
+    except x509.ExtensionNotFound:
+        sans = ()
+    grant = ""
+    if kind == ROLE_CLIENT:
+        try:
+            grant = grant_of(cert).describe()
+        except AgentError as exc:  # a malformed grant: say so, the agent refuses it
+            grant = f"invalid ({exc.message})"
+    return Inspected(
+        path,
+        _cn(cert.subject),
+        f"{cert.serial_number:x}",
+        kind,
+        _cn(cert.issuer),
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        grant,
+        sans,
+    )
 
 
 # --- revocation ---------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from agent.runtime.options import (
     seconds_from_nanoseconds,
     whole_seconds_from_nanoseconds,
 )
-from agent.server import paging
+from agent.server import paging, permissions
 from agent.server.requests import first_message
 from agent.state.containers import ContainerRecord, Status
 
@@ -192,7 +192,14 @@ def _request_timeout(request: pb.StopContainerRequest | pb.RestartContainerReque
 
 
 def run_options(cfg: pb.ContainerConfig) -> RunOptions:
-    """The API's config in the user's syntax → validated RunOptions (InvalidArgument on bad input)."""
+    """The API's config in the user's syntax → validated RunOptions (InvalidArgument on bad input);
+    host-power options the caller may not use are refused here (PermissionDenied, see permissions)."""
+    opts = _run_options(cfg)
+    permissions.check_run_options(opts)
+    return opts
+
+
+def _run_options(cfg: pb.ContainerConfig) -> RunOptions:
     if not cfg.image:
         raise InvalidArgument("an image is required")
     _check_limits(cfg)

@@ -13,6 +13,7 @@ from agent.api.v1 import transfer_pb2_grpc
 from agent.errors import InvalidArgument
 from agent.images.manager import ImageManager
 from agent.images.store import ImageRecord
+from agent.server import permissions
 from agent.server.images import image_message
 from agent.server.requests import data_chunks, first_message
 from agent.transfer.blobs import Blob
@@ -115,5 +116,5 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
     async def Recreate(
         self, request: pb.RecreateContainerRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecreateContainerResponse:
-        rec = await self._m.recreate(request.config_json, request.image)
+        rec = await self._m.recreate(request.config_json, request.image, permissions.check_run_options)
         return pb.RecreateContainerResponse(id=rec.id, name=rec.name)

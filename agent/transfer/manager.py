@@ -8,6 +8,7 @@ created with (as its record stores it) applied again, on another agent, to anoth
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from agent.containers.manager import ContainerManager
 from agent.containers.volumes import VolumeManager
 from agent.errors import InvalidArgument
 from agent.images.manager import ImageManager
-from agent.runtime.options import options_from_dict
+from agent.runtime.options import RunOptions, options_from_dict
 from agent.state.containers import ContainerRecord
 from agent.transfer.blobs import BlobTransfer
 from agent.transfer.commit import Committer
@@ -32,8 +33,11 @@ class TransferManager:
         self.volumes = VolumeArchive(volumes)
         self._containers = containers
 
-    async def recreate(self, config_json: str, image: str) -> ContainerRecord:
-        """Create (not start) a container from another's stored configuration, with `image`."""
+    async def recreate(
+        self, config_json: str, image: str, check: Callable[[RunOptions], None] = lambda _: None
+    ) -> ContainerRecord:
+        """Create (not start) a container from another's stored configuration, with `image`; `check`
+        sees the parsed options first (the caller's permission for host-power options)."""
         try:
             data: Any = json.loads(config_json)
         except ValueError as exc:
@@ -46,6 +50,7 @@ class TransferManager:
             raise InvalidArgument(f"the container configuration is not valid: {exc}") from exc
         if image:
             opts = replace(opts, image=image)
+        check(opts)
         rec = await self._containers.create(opts)
         log.info("transfer.container_recreated", id=rec.id, name=rec.name, image=opts.image)
         return rec
