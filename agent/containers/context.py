@@ -16,7 +16,7 @@ from typing import Any
 
 import agent.log
 from agent.containers.lifecycle import Run
-from agent.containers.seams import ImageSource, NetworkAttacher
+from agent.containers.seams import ImageSource, NetworkAttacher, RunGate
 from agent.containers.view import ContainerView
 from agent.containers.volumes import VolumeManager
 from agent.errors import AgentError
@@ -86,6 +86,7 @@ class Context:
         self.releases: dict[str, asyncio.Task[None]] = {}  # pending `runtime delete` after an exit
         self.closing = False  # the agent is stopping: no policy restarts
         self.rotations: logs.Rotations | None = None
+        self.gate: RunGate | None = None  # asked before an image runs (the trust policy)
 
     def paths(self, container_id: str) -> ContainerPaths:
         return ContainerPaths.of(self.settings.data_root, container_id)

@@ -63,6 +63,8 @@ async def create(ctx: Context, opts: RunOptions) -> ContainerRecord:
     ctx.runtime.ensure_usable()
     opts = validate(ctx, opts)
     runnable = await ctx.images.resolve_for_run(opts.image)
+    if ctx.gate is not None:  # may this image run here (the trust policy)?
+        await ctx.gate.check(opts.image, runnable.digest)
     image = ImageConfig.from_oci(runnable.config)
     if opts.health is None and image.healthcheck is not None:
         opts = replace(opts, health=image.healthcheck)

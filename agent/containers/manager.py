@@ -25,7 +25,7 @@ from agent.containers import control, create, execs, reconcile, streams
 from agent.containers import start as starting
 from agent.containers.context import KILL_WAIT, ContainerSettings, Context, boot_id
 from agent.containers.io import Event, Input
-from agent.containers.seams import ImageSource, NetworkAttacher, NetworkOptions
+from agent.containers.seams import ImageSource, NetworkAttacher, NetworkOptions, RunGate
 from agent.containers.volumes import VolumeManager
 from agent.errors import Conflict, FailedPrecondition, NotFound
 from agent.reaper import Reaper
@@ -57,6 +57,7 @@ class ContainerManager:
         monitor: Monitor,
         network: NetworkAttacher | None = None,
         host_facts: HostFacts | None = None,
+        gate: RunGate | None = None,
     ) -> None:
         self.ctx = Context(
             settings,
@@ -70,6 +71,7 @@ class ContainerManager:
             host=host_facts or host.probe(),
             boot=boot_id(),
         )
+        self.ctx.gate = gate
         self._reaper = Reaper()
 
     # ---- lookups (also used by the API edge, commit, cp, stats) --------------------------------------
@@ -135,7 +137,14 @@ class ContainerManager:
     async def start_container(
         self, ref: str, *, pre_start: starting.PreStart | None = None
     ) -> ContainerRecord:
-        return await streams.start(self.ctx, self.find(ref).id, pre_start)
+        rec = self.find(ref)
+        await self._admit(rec)
+        return await streams.start(self.ctx, rec.id, pre_start)
+
+    async def _admit(self, rec: ContainerRecord) -> None:
+        """Ask the run gate (the trust policy) before a stopped container's image runs again."""
+        if self.ctx.gate is not None and rec.status not in ACTIVE:
+            await self.ctx.gate.check(rec.image, rec.image_digest)
 
     async def stop_container(self, ref: str, timeout: int | None = None) -> ContainerRecord:
         cid = self.find(ref).id
@@ -143,7 +152,10 @@ class ContainerManager:
             return await control.stop_locked(self.ctx, cid, timeout)
 
     async def restart_container(self, ref: str, timeout: int | None = None) -> ContainerRecord:
-        cid = self.find(ref).id
+        rec = self.find(ref)
+        cid = rec.id
+        if self.ctx.gate is not None:  # refused before anything stops
+            await self.ctx.gate.check(rec.image, rec.image_digest)
         async with self.ctx.lock(cid):
             rec = await control.restart_locked(self.ctx, cid, timeout)
         self.ctx.event("restart", rec)
@@ -205,7 +217,10 @@ class ContainerManager:
         self, ref: str, inputs: AsyncIterator[Input] | None, *, start: bool, size: tuple[int, int] = (0, 0)
     ) -> AsyncIterator[Event]:
         """Stream a run's output (and feed its stdin) until it exits; with `start`, start it first."""
-        events = streams.attach(self.ctx, self.find(ref), inputs, start_it=start, size=size)
+        rec = self.find(ref)
+        if start:
+            await self._admit(rec)
+        events = streams.attach(self.ctx, rec, inputs, start_it=start, size=size)
         async with contextlib.aclosing(events):
             async for ev in events:
                 yield ev

@@ -26,6 +26,14 @@ class ImageSource(Protocol):
     async def resolve_for_run(self, ref: str) -> RunnableImage: ...
 
 
+class RunGate(Protocol):
+    """Asked before an image runs — at create (and run), and at a start or restart a user or a release
+    asks for; not at restarts by policy — with the reference the container is made from and the manifest
+    digest it runs. Raises (PermissionDenied, naming why) to refuse. The trust policy (agent/trust) is one."""
+
+    async def check(self, reference: str, digest: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class NetworkOptions:
     """One run's network: the network's name, the container's name, hostname, and `--ip`,

@@ -44,6 +44,7 @@ from agent.registry.auth import Credentials
 from agent.registry.client import RegistryClient
 from agent.registry.sources import BlobSources
 from agent.state.db import Database
+from agent.trust.signatures import SignatureStore
 
 log = agent.log.get(__name__)
 
@@ -119,6 +120,7 @@ class ImageManager:
         self.content = ContentStore(data_root / "content", space_root=data_root)
         self.snapshots = SnapshotStore(data_root / "snapshots", db, durable=durable)
         self.store = ImageStore(db)
+        self.signatures = SignatureStore(db)  # cosign signatures fetched at pull (agent/trust)
         self.tmp_dir = data_root / "tmp" / "images"
         self.in_use: InUse = in_use or _no_containers
         self.held_by: HeldBy = held_by or _held_by_nobody

@@ -44,6 +44,7 @@ from agent.oci.reference import Reference
 from agent.registry.auth import Credentials
 from agent.registry.client import BlobReader, Cancelled, RegistryClient, Repository
 from agent.registry.sources import BlobSources
+from agent.trust import signatures as trust_signatures
 
 if TYPE_CHECKING:
     from agent.images.manager import ImageManager
@@ -173,6 +174,10 @@ class _PullJob(ThreadedJob[PullEvent]):
                     )
             record = await self.images.register(
                 str(self.ref), document.digest, index_digest=top.digest if top is not None else None
+            )
+            # kept with the image so a trust policy can check them at run time, offline
+            await self._thread(
+                trust_signatures.keep_fetched, self.images.signatures, repo, document.digest, top
             )
         blobs = [document.digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)]
         await self._thread(self.sources.record, self.ref.registry, self.ref.repository, blobs)
