@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shlex
 import sys
 import time
@@ -66,8 +67,15 @@ class Assets:
         except FileNotFoundError as exc:
             raise BootstrapError(f"deploy file missing: {exc.filename}") from exc
 
-    def config_for(self, port: int) -> bytes:
-        return self.config_template.replace('"0.0.0.0:7443"', f'"0.0.0.0:{port}"').encode()
+    def config_for(self, port: int, labels: Mapping[str, str] | None = None) -> bytes:
+        """agent.toml for a host: its port and its inventory labels (what certificate scopes match)."""
+        text = self.config_template.replace('"0.0.0.0:7443"', f'"0.0.0.0:{port}"')
+        if labels:
+            pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(labels.items()))
+            listen = f'listen = ["0.0.0.0:{port}"]\n'
+            comment = "# This host's labels (from the inventory), for certificate scopes.\n"
+            text = text.replace(listen, f"{listen}{comment}labels = {{ {pairs} }}\n", 1)
+        return text.encode()
 
     def service_for(self, init: str) -> bytes:
         return self.unit if init == "systemd" else self.supervisor
@@ -153,7 +161,8 @@ class Bootstrapper:
         ) as session:
             facts = facts_mod.parse((await session.run(facts_mod.COMMAND)).stdout)
             wheelhouse = await self.wheelhouse_for(facts) if facts.python else None
-            config = self.assets.config_for(host.port)
+            labels = {"arch": facts.arch, **host.labels, **self.options.labels}
+            config = self.assets.config_for(host.port, labels)
             service = self.assets.service_for(facts.init)
             desired = plan_mod.Desired(
                 wheelhouse_digest=wheelhouse.digest if wheelhouse else "",
@@ -175,7 +184,6 @@ class Bootstrapper:
                 tail = await session.run(f"tail -n 5 {AGENT_LOG} 2>/dev/null", check=False)
                 detail = " | ".join(tail.stdout.strip().splitlines()[-5:])
                 raise BootstrapError(f"{exc.message}; agent log: {detail or '(empty)'}", host.name) from exc
-        labels = {"arch": facts.arch, **host.labels, **self.options.labels}
         recorded = replace(
             host,
             ssh_user=target.user,
