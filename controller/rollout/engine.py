@@ -390,6 +390,7 @@ class Engine:
         self._reason = ""
         self.lease_renewals = 0
         self._stopped_as_asked = False  # --stage-only: paused after staging, exit 0
+        self._takeover = False  # take over expired leases (a resumed rollout), not a new one
 
     # -- entry ------------------------------------------------------------------------------------------
 
@@ -429,7 +430,7 @@ class Engine:
             RolloutState.PLANNED,
             RolloutState.STAGING,
         )
-        takeover = r.state is not RolloutState.PLANNED
+        takeover = self._takeover = r.state is not RolloutState.PLANNED
         first = (
             RolloutState.STAGING if any(s.step in TO_STAGE for s in steps.values()) else RolloutState.RUNNING
         )
@@ -598,8 +599,8 @@ class Engine:
         api = self.fleet.releases(host)
         revision = 0
         try:
-            if host not in self._tokens:
-                refused = await self._lease_one(host, True)
+            if host not in self._tokens:  # unreachable when the rollout leased: lease it now
+                refused = await self._lease_one(host, self._takeover)
                 if refused:
                     raise ControllerError(refused)
             async with asyncio.timeout(STAGE_TIMEOUT):
@@ -711,6 +712,8 @@ class Engine:
         self._message(f"rolling back: {why}")
         back: list[str] = []
         failed: list[str] = []
+        before = await self.journal.last_steps(self.rollout.id)
+        switched = any(s.step in MAYBE_SWITCHED | {Step.REVERTED, Step.ROLLED_BACK} for s in before.values())
         for wave in reversed(self.plan.waves):
             steps = await self.journal.last_steps(self.rollout.id)
             hosts = [h for h in wave.hosts if steps[h].step in MAYBE_SWITCHED | {Step.ROLLED_BACK}]
@@ -720,7 +723,7 @@ class Engine:
                     back.append(host)
                 elif result:
                     failed.append(f"{host}: {result}")
-        if not back and not failed:
+        if not switched:
             return RolloutState.FAILED, f"{why}; no host had switched"
         reason = f"{why}; rolled back {len(back)} host(s)"
         if failed:

@@ -155,6 +155,18 @@ async def test_rollback_on_max_fail_returns_switched_hosts_in_reverse_wave_order
     assert all(a.held is None for a in fleet.agents.values())
 
 
+async def test_rollback_after_a_canary_that_reverted_by_itself(journal: SqliteJournal) -> None:
+    fleet = FakeFleet(["h0", "h1"])
+    for agent in fleet.agents.values():
+        agent.commit_old(1)
+    fleet.agents["h0"].outcome = REVERT
+    rid, engine = await start(journal, fleet, 2, Options(on_failure="rollback"))
+    result = await engine.run(rid)
+    assert (result.state, result.exit_code) == (RolloutState.ROLLED_BACK, 1)
+    assert "rolled back 0 host(s)" in result.reason
+    assert fleet.acts("activate") == ["h0"] and fleet.acts("rollback") == []
+
+
 async def test_failures_within_max_fail_finish_done(journal: SqliteJournal) -> None:
     fleet = FakeFleet([f"h{i}" for i in range(4)])
     fleet.agents["h1"].outcome = FAIL  # no last known good: FAILED on the agent
