@@ -54,6 +54,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "controller.commands.audit": ("audit",),
     "controller.commands.build": ("build", "builder"),
     "controller.commands.transfer": ("commit", "move"),
+    "controller.commands.trust": ("trust",),
     "controller.commands.rollout": ("rollout",),
     "controller.commands.release": ("release",),
     "controller.commands.compose": ("compose",),
@@ -64,6 +65,7 @@ GROUP_EXTENSIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "image": (
         ("controller.commands.registry", "IMAGE_SUBCOMMANDS"),  # image pull|push
         ("controller.commands.transfer", "IMAGE_SUBCOMMANDS"),  # image send
+        ("controller.commands.trust", "IMAGE_SUBCOMMANDS"),  # image sign|verify
     ),
     "pki": (("controller.commands.pki_rotate", "PKI_SUBCOMMANDS"),),  # rotate, rotate-ca, push-crl
 }

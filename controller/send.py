@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from controller.api.transfer import Blob as Blob  # the plan's types, part of this module's interface
 from controller.api.transfer import ImagePlan as ImagePlan
 from controller.api.transfer import TransferApi
+from controller.api.trust import Signature, TrustApi
 from controller.client import AgentClient
 from controller.errors import AgentCallError, ControllerError
 
@@ -68,7 +70,8 @@ class AgentSource:
         self.bytes_read = 0
 
     async def plan(self) -> ImagePlan:
-        return await TransferApi(self.client).describe_image(self.reference)
+        plan = await TransferApi(self.client).describe_image(self.reference)
+        return dataclasses.replace(plan, signatures=await _signatures(self.client, plan.manifest_digest))
 
     async def read(self, blob: Blob, offset: int) -> AsyncIterator[bytes]:
         async for data in TransferApi(self.client).read_blob(blob.digest, offset):
@@ -88,6 +91,7 @@ class TargetReport:
     retries: int = 0
     image_id: str = ""
     names: list[str] = field(default_factory=list)
+    signatures: int = 0  # of the image's signatures, new on the target
     error: ControllerError | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class TargetReport:
             "blobs_present": self.blobs_present,
             "resumed_bytes": self.resumed_bytes,
             "retries": self.retries,
+            "signatures": self.signatures,
         }
 
 
@@ -226,6 +231,8 @@ class Sender:
         for blob in manifest:
             await one(blob)
         await self._register_all(plan)
+        if plan.signatures:
+            await self._signatures_all(plan)
         return self.reports
 
     # ---- checks ------------------------------------------------------------------------------------
@@ -375,6 +382,28 @@ class Sender:
 
     # ---- register --------------------------------------------------------------------------------------
 
+    async def _signatures_all(self, plan: ImagePlan) -> None:
+        """The image's cosign signatures after it: a trust policy on a target then accepts what it would
+        have accepted on the source (each target checks them again at every run)."""
+
+        async def one(host: str) -> None:
+            try:
+                added = await TrustApi(self.targets[host]).import_signatures(
+                    plan.manifest_digest, plan.signatures
+                )
+            except AgentCallError as exc:
+                if exc.code != "UNIMPLEMENTED":  # an agent older than image trust has no policy to satisfy
+                    self._fail(host, exc)
+                return
+            except ControllerError as exc:
+                self._fail(host, exc)
+                return
+            self.reports[host].signatures = added
+
+        async with asyncio.TaskGroup() as tg:
+            for host in self._alive():
+                tg.create_task(one(host))
+
     async def _register_all(self, plan: ImagePlan) -> None:
         async def one(host: str) -> None:
             try:
@@ -388,6 +417,16 @@ class Sender:
         async with asyncio.TaskGroup() as tg:
             for host in self._alive():
                 tg.create_task(one(host))
+
+
+async def _signatures(client: AgentClient, digest: str) -> tuple[Signature, ...]:
+    """The source agent's signatures of the image (none from an agent older than image trust)."""
+    try:
+        return (await TrustApi(client).export_signatures(digest))[1]
+    except AgentCallError as exc:
+        if exc.code == "UNIMPLEMENTED":
+            return ()
+        raise
 
 
 async def close_quietly(clients: Sequence[AgentClient]) -> None:

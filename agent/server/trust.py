@@ -75,7 +75,7 @@ class TrustServicer(trust_pb2_grpc.TrustServicer):
     ) -> pb.SetTrustPolicyResponse:
         if len(request.text.encode()) > MAX_POLICY_TEXT:
             raise InvalidArgument(f"the policy is larger than {MAX_POLICY_TEXT} bytes")
-        state = await self._m.set_policy(request.text)
+        state = await self._m.set_policy(request.text, source=request.source or "policy")
         return pb.SetTrustPolicyResponse(policy=_policy(state))
 
     async def Verify(

@@ -154,12 +154,12 @@ class TrustManager:
         current = self.policy()
         return PolicyState(self.path, self._key is not None, current, self._refused)
 
-    async def set_policy(self, text: str) -> PolicyState:
-        """Replace the policy file with `text` once it parses (InvalidArgument with the line otherwise:
-        then nothing changes)."""
+    async def set_policy(self, text: str, *, source: str = "policy") -> PolicyState:
+        """Replace the policy file with `text` once it parses (InvalidArgument `SOURCE:LINE: key: …`
+        otherwise: then nothing changes)."""
 
         def work() -> PolicyState:
-            parsed = policy_mod.parse(text, config_dir=self.config_dir, source="policy")
+            parsed = policy_mod.parse(text, config_dir=self.config_dir, source=source)
             with self._lock:
                 write_atomic(self.path, text.encode(), 0o644)
                 self._policy, self._refused, self._key = parsed, "", _file_key(self.path)

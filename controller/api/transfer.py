@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from agent.api.v1 import transfer_pb2 as pb
 from controller.api import JsonValue
+from controller.api.trust import Signature
 from controller.client import AgentClient, rpc
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["Transfer"]
@@ -42,6 +43,7 @@ class ImagePlan:
     blobs: tuple[Blob, ...]
     names: tuple[str, ...]
     image_id: str = ""
+    signatures: tuple[Signature, ...] = ()  # the source's cosign signatures of the image, sent after it
 
     @property
     def unique_blobs(self) -> list[Blob]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from agent.api.v1 import images_pb2 as agent_dot_api_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gent/api/v1/trust.proto\x12\x0c\x61gent.api.v1\x1a\x19\x61gent/api/v1/images.proto\"c\n\tTrustRule\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x18\n\x10key_fingerprints\x18\x03 \x03(\t\x12\x0f\n\x07\x64igests\x18\x04 \x03(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\"\x9b\x01\n\x0bTrustPolicy\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x16\n\x0e\x64\x65\x66\x61ult_policy\x18\x03 \x01(\t\x12&\n\x05rules\x18\x04 \x03(\x0b\x32\x17.agent.api.v1.TrustRule\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0f\n\x07refused\x18\x07 \x01(\t\"\x17\n\x15GetTrustPolicyRequest\"C\n\x16GetTrustPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.agent.api.v1.TrustPolicy\"%\n\x15SetTrustPolicyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"C\n\x16SetTrustPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.agent.api.v1.TrustPolicy\"\x95\x01\n\x0cTrustVerdict\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\"\'\n\x12VerifyImageRequest\x12\x11\n\treference\x18\x01 \x01(\t\"w\n\x13VerifyImageResponse\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12,\n\x08verdicts\x18\x04 \x03(\x0b\x32\x1a.agent.api.v1.TrustVerdict\"\x9c\x01\n\x14PushSignatureRequest\x12\x11\n\treference\x18\x01 \x01(\t\x12\x15\n\rsigned_digest\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x36\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32!.agent.api.v1.RegistryCredentials\"z\n\x15PushSignatureResponse\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x12\n\nsignatures\x18\x03 \x01(\x05\x12\x17\n\x0f\x61lready_present\x18\x04 \x01(\x08\x12\x0e\n\x06stored\x18\x05 \x01(\x05\"j\n\x0eImageSignature\x12\x15\n\rsigned_digest\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x0c\x12\x0e\n\x06source\x18\x05 \x01(\t\",\n\x17\x45xportSignaturesRequest\x12\x11\n\treference\x18\x01 \x01(\t\"b\n\x18\x45xportSignaturesResponse\x12\x14\n\x0cimage_digest\x18\x01 \x01(\t\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.agent.api.v1.ImageSignature\"a\n\x17ImportSignaturesRequest\x12\x14\n\x0cimage_digest\x18\x01 \x01(\t\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.agent.api.v1.ImageSignature\")\n\x18ImportSignaturesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x32\xa6\x04\n\x05Trust\x12V\n\tGetPolicy\x12#.agent.api.v1.GetTrustPolicyRequest\x1a$.agent.api.v1.GetTrustPolicyResponse\x12V\n\tSetPolicy\x12#.agent.api.v1.SetTrustPolicyRequest\x1a$.agent.api.v1.SetTrustPolicyResponse\x12M\n\x06Verify\x12 .agent.api.v1.VerifyImageRequest\x1a!.agent.api.v1.VerifyImageResponse\x12X\n\rPushSignature\x12\".agent.api.v1.PushSignatureRequest\x1a#.agent.api.v1.PushSignatureResponse\x12\x61\n\x10\x45xportSignatures\x12%.agent.api.v1.ExportSignaturesRequest\x1a&.agent.api.v1.ExportSignaturesResponse\x12\x61\n\x10ImportSignatures\x12%.agent.api.v1.ImportSignaturesRequest\x1a&.agent.api.v1.ImportSignaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gent/api/v1/trust.proto\x12\x0c\x61gent.api.v1\x1a\x19\x61gent/api/v1/images.proto\"c\n\tTrustRule\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x18\n\x10key_fingerprints\x18\x03 \x03(\t\x12\x0f\n\x07\x64igests\x18\x04 \x03(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\"\x9b\x01\n\x0bTrustPolicy\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x16\n\x0e\x64\x65\x66\x61ult_policy\x18\x03 \x01(\t\x12&\n\x05rules\x18\x04 \x03(\x0b\x32\x17.agent.api.v1.TrustRule\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0f\n\x07refused\x18\x07 \x01(\t\"\x17\n\x15GetTrustPolicyRequest\"C\n\x16GetTrustPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.agent.api.v1.TrustPolicy\"5\n\x15SetTrustPolicyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"C\n\x16SetTrustPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.agent.api.v1.TrustPolicy\"\x95\x01\n\x0cTrustVerdict\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\"\'\n\x12VerifyImageRequest\x12\x11\n\treference\x18\x01 \x01(\t\"w\n\x13VerifyImageResponse\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12,\n\x08verdicts\x18\x04 \x03(\x0b\x32\x1a.agent.api.v1.TrustVerdict\"\x9c\x01\n\x14PushSignatureRequest\x12\x11\n\treference\x18\x01 \x01(\t\x12\x15\n\rsigned_digest\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x36\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32!.agent.api.v1.RegistryCredentials\"z\n\x15PushSignatureResponse\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\t\x12\x12\n\nsignatures\x18\x03 \x01(\x05\x12\x17\n\x0f\x61lready_present\x18\x04 \x01(\x08\x12\x0e\n\x06stored\x18\x05 \x01(\x05\"j\n\x0eImageSignature\x12\x15\n\rsigned_digest\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x0c\x12\x0e\n\x06source\x18\x05 \x01(\t\",\n\x17\x45xportSignaturesRequest\x12\x11\n\treference\x18\x01 \x01(\t\"b\n\x18\x45xportSignaturesResponse\x12\x14\n\x0cimage_digest\x18\x01 \x01(\t\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.agent.api.v1.ImageSignature\"a\n\x17ImportSignaturesRequest\x12\x14\n\x0cimage_digest\x18\x01 \x01(\t\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.agent.api.v1.ImageSignature\")\n\x18ImportSignaturesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x32\xa6\x04\n\x05Trust\x12V\n\tGetPolicy\x12#.agent.api.v1.GetTrustPolicyRequest\x1a$.agent.api.v1.GetTrustPolicyResponse\x12V\n\tSetPolicy\x12#.agent.api.v1.SetTrustPolicyRequest\x1a$.agent.api.v1.SetTrustPolicyResponse\x12M\n\x06Verify\x12 .agent.api.v1.VerifyImageRequest\x1a!.agent.api.v1.VerifyImageResponse\x12X\n\rPushSignature\x12\".agent.api.v1.PushSignatureRequest\x1a#.agent.api.v1.PushSignatureResponse\x12\x61\n\x10\x45xportSignatures\x12%.agent.api.v1.ExportSignaturesRequest\x1a&.agent.api.v1.ExportSignaturesResponse\x12\x61\n\x10ImportSignatures\x12%.agent.api.v1.ImportSignaturesRequest\x1a&.agent.api.v1.ImportSignaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,29 +41,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTRUSTPOLICYRESPONSE']._serialized_start=353
   _globals['_GETTRUSTPOLICYRESPONSE']._serialized_end=420
   _globals['_SETTRUSTPOLICYREQUEST']._serialized_start=422
-  _globals['_SETTRUSTPOLICYREQUEST']._serialized_end=459
-  _globals['_SETTRUSTPOLICYRESPONSE']._serialized_start=461
-  _globals['_SETTRUSTPOLICYRESPONSE']._serialized_end=528
-  _globals['_TRUSTVERDICT']._serialized_start=531
-  _globals['_TRUSTVERDICT']._serialized_end=680
-  _globals['_VERIFYIMAGEREQUEST']._serialized_start=682
-  _globals['_VERIFYIMAGEREQUEST']._serialized_end=721
-  _globals['_VERIFYIMAGERESPONSE']._serialized_start=723
-  _globals['_VERIFYIMAGERESPONSE']._serialized_end=842
-  _globals['_PUSHSIGNATUREREQUEST']._serialized_start=845
-  _globals['_PUSHSIGNATUREREQUEST']._serialized_end=1001
-  _globals['_PUSHSIGNATURERESPONSE']._serialized_start=1003
-  _globals['_PUSHSIGNATURERESPONSE']._serialized_end=1125
-  _globals['_IMAGESIGNATURE']._serialized_start=1127
-  _globals['_IMAGESIGNATURE']._serialized_end=1233
-  _globals['_EXPORTSIGNATURESREQUEST']._serialized_start=1235
-  _globals['_EXPORTSIGNATURESREQUEST']._serialized_end=1279
-  _globals['_EXPORTSIGNATURESRESPONSE']._serialized_start=1281
-  _globals['_EXPORTSIGNATURESRESPONSE']._serialized_end=1379
-  _globals['_IMPORTSIGNATURESREQUEST']._serialized_start=1381
-  _globals['_IMPORTSIGNATURESREQUEST']._serialized_end=1478
-  _globals['_IMPORTSIGNATURESRESPONSE']._serialized_start=1480
-  _globals['_IMPORTSIGNATURESRESPONSE']._serialized_end=1521
-  _globals['_TRUST']._serialized_start=1524
-  _globals['_TRUST']._serialized_end=2074
+  _globals['_SETTRUSTPOLICYREQUEST']._serialized_end=475
+  _globals['_SETTRUSTPOLICYRESPONSE']._serialized_start=477
+  _globals['_SETTRUSTPOLICYRESPONSE']._serialized_end=544
+  _globals['_TRUSTVERDICT']._serialized_start=547
+  _globals['_TRUSTVERDICT']._serialized_end=696
+  _globals['_VERIFYIMAGEREQUEST']._serialized_start=698
+  _globals['_VERIFYIMAGEREQUEST']._serialized_end=737
+  _globals['_VERIFYIMAGERESPONSE']._serialized_start=739
+  _globals['_VERIFYIMAGERESPONSE']._serialized_end=858
+  _globals['_PUSHSIGNATUREREQUEST']._serialized_start=861
+  _globals['_PUSHSIGNATUREREQUEST']._serialized_end=1017
+  _globals['_PUSHSIGNATURERESPONSE']._serialized_start=1019
+  _globals['_PUSHSIGNATURERESPONSE']._serialized_end=1141
+  _globals['_IMAGESIGNATURE']._serialized_start=1143
+  _globals['_IMAGESIGNATURE']._serialized_end=1249
+  _globals['_EXPORTSIGNATURESREQUEST']._serialized_start=1251
+  _globals['_EXPORTSIGNATURESREQUEST']._serialized_end=1295
+  _globals['_EXPORTSIGNATURESRESPONSE']._serialized_start=1297
+  _globals['_EXPORTSIGNATURESRESPONSE']._serialized_end=1395
+  _globals['_IMPORTSIGNATURESREQUEST']._serialized_start=1397
+  _globals['_IMPORTSIGNATURESREQUEST']._serialized_end=1494
+  _globals['_IMPORTSIGNATURESRESPONSE']._serialized_start=1496
+  _globals['_IMPORTSIGNATURESRESPONSE']._serialized_end=1537
+  _globals['_TRUST']._serialized_start=1540
+  _globals['_TRUST']._serialized_end=2090
 # @@protoc_insertion_point(module_scope)

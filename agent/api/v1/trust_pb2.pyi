@@ -50,10 +50,12 @@ class GetTrustPolicyResponse(_message.Message):
     def __init__(self, policy: _Optional[_Union[TrustPolicy, _Mapping]] = ...) -> None: ...
 
 class SetTrustPolicyRequest(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "source")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, text: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class SetTrustPolicyResponse(_message.Message):
     __slots__ = ("policy",)
