@@ -36,7 +36,7 @@ from controller import inventory, pki
 from tests.support.agent import AgentProcess, config_text, run_cli, wait_for
 from tests.support.netns_hosts import Fleet, TestHost
 from tests.support.registry import REGISTRY_BIN, free_port, skopeo
-from tests.support.sweep import sweep_agent
+from tests.support.sweep import mounts_under, sweep_agent
 
 AGENT_PORT = 7443
 CUT_TABLE = "dyfcut"
@@ -306,22 +306,26 @@ class AgentFleet:
         return run_cli(config_dir or self.config_dir, *args, timeout=timeout, env=env)
 
     def close(self) -> None:
-        """Everything the fleet made goes, whatever state a test left it in."""
-        for host in self.hosts:
-            with contextlib.suppress(Exception):
-                host.restore()
-            try:
-                if host.agent is not None:
-                    _remove_containers(host.agent, self.config_dir)
-                    sweep_agent(host.agent, host.cgroup_parent)
-                    host.agent.release()
-            except Exception as exc:  # go on with the other hosts
-                print(f"teardown of {host.name}'s agent failed: {exc}")
-            if host.tmpfs and subprocess.run(["umount", str(host.data_root)], capture_output=True).returncode:
-                subprocess.run(["umount", "-l", str(host.data_root)], check=False)
+        """Everything the fleet made goes, whatever state a test left it in (hosts in parallel)."""
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self._close_host, self.hosts))
         self.netns.close()
         if self.registry is not None:
             self.registry.stop()
+
+    def _close_host(self, host: FleetHost) -> None:
+        with contextlib.suppress(Exception):
+            host.restore()
+        try:
+            if host.agent is not None:
+                _remove_containers(host.agent, self.config_dir)
+                sweep_agent(host.agent, host.cgroup_parent)
+                host.agent.release()
+        except Exception as exc:  # go on with the rest of this host, and the other hosts
+            print(f"teardown of {host.name}'s agent failed: {exc}")
+        if host.tmpfs and str(host.data_root) in mounts_under(host.data_root):  # (sweep_agent may have)
+            if subprocess.run(["umount", str(host.data_root)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(host.data_root)], check=False)
 
 
 def _remove_containers(agent: AgentProcess, config_dir: Path) -> None:

@@ -1,0 +1,344 @@
+"""Rollouts end to end on 10 netns hosts with real agents (8 in group `edge`, site=a|b|c; dyf-h9 with a
+too-small data root; dyf-h10 down), driven by the `dockyard` CLI as a user drives it.
+
+What makes a release fail, with real parts only:
+- v3 is an image without /www/health: its health check gets 404 everywhere.
+- "fails only on site c": the release mounts a named volume at /flag and its health command is
+  `test ! -e /flag/fail && wget …/health`; the test puts a `fail` file in that volume on the site=c hosts
+  only (the volume is the host's own, under its agent's data root). Release files are the same for every
+  host (per-host rendering is issue 23), so a host-local file is how a label can decide health here.
+
+Orderings are proved from the agents' event logs (one machine clock): a host is "switching or unverified"
+from its first container event of the release after this rollout staged it, until its `committed` event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from controller.rollout.plan import Count, PlanHost, PlanOptions, make_plan
+from tests.integration.rollout.conftest import (
+    HEALTH,
+    Env,
+    activated,
+    container_events,
+    ns,
+    phase,
+    release_events,
+    wait_activated,
+)
+from tests.support.fleet_hosts import FleetHost, wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+
+FLAG_HEALTH = f"test ! -e /flag/fail && {HEALTH}"
+
+
+def switch_windows(
+    env: Env, release: str, rollout_id: str, hosts: list[FleetHost]
+) -> dict[str, tuple[int, int]]:
+    """Host → (ns when it began switching, ns when it was committed) in this rollout."""
+    windows = {}
+    for h in hosts:
+        rel = release_events(h, release, rollout_id)
+        staged = [ns(e) for e in rel if e.action == "staged"]
+        committed = [ns(e) for e in rel if e.action == "committed"]
+        act = [ns(e) for e in rel if e.action == "activated"]
+        assert staged and committed and len(act) == 1, (h.name, [(e.action, ns(e)) for e in rel])
+        touched = [ns(e) for e in container_events(h, release) if ns(e) > staged[-1]]
+        windows[h.name] = (min([*touched, act[0]]), committed[0])
+    return windows
+
+
+def release_rows(env: Env, targets: str, release: str) -> dict[str, dict[str, Any]]:
+    """`release ls --format json` → host → the row of `release`."""
+    r = env.cli("-H", targets, "--format", "json", "release", "ls")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    per_host = doc if isinstance(doc, dict) else {targets: doc}  # one host: its list alone
+    return {host: row for host, rows in per_host.items() for row in rows if row["release"] == release}
+
+
+def test_good_release_goes_out_in_waves_that_keep_the_site_budget(env: Env) -> None:
+    before = env.baseline("good", "v1")
+    flags = (
+        "--canary",
+        "1",
+        "--batch",
+        "50%",
+        "--budget",
+        "site=1",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "30s",
+    )
+    r = env.apply("@edge", env.release_file("good", "v2"), *flags)
+    assert r.code == 0, r.text
+    assert r.final_state() == "done"
+
+    # the plan: canary h1, then waves of at most one host per site (50% = 4 hosts, cut to 3 by the budget)
+    plan = make_plan(
+        [PlanHost(h.name, h.labels) for h in env.edge],
+        PlanOptions(canary=Count(1), batch=Count(50, percent=True), budgets={"site": 1}),
+    )
+    expected = [list(w.hosts) for w in plan.waves]
+    assert expected == [
+        ["dyf-h1"],
+        ["dyf-h2", "dyf-h4", "dyf-h7"],
+        ["dyf-h3", "dyf-h5", "dyf-h8"],
+        ["dyf-h6"],
+    ]
+    assert r.waves() == {h: i for i, wave in enumerate(expected) for h in wave}
+
+    # every host runs v2 by digest: the agents say so, and so does `release ls`
+    v2 = env.digests["v2"]
+    for h in env.edge:
+        got = h.release("good")
+        assert got is not None
+        assert phase(got.state) == "committed" and dict(got.state.image_digests) == {"app": v2}, got.state
+        assert got.state.active_revision == before[h.name] + 1 == got.state.last_known_good
+    rows = release_rows(env, "@edge", "good")
+    assert sorted(rows) == sorted(h.name for h in env.edge)
+    assert all(v2 in json.dumps(row) for row in rows.values()), rows
+
+    # the agents' event logs: every host staged before any switched; waves one after the other; never
+    # two hosts of one site switching or unverified at the same time
+    windows = switch_windows(env, "good", r.id, env.edge)
+    staged_last = max(
+        ns(e) for h in env.edge for e in release_events(h, "good", r.id) if e.action == "staged"
+    )
+    assert staged_last < min(start for start, _ in windows.values())
+    for earlier, later in itertools.pairwise(expected):
+        assert max(windows[h][1] for h in earlier) < min(windows[h][0] for h in later), (
+            earlier,
+            later,
+            windows,
+        )
+    for a in env.edge:
+        for b in env.edge:
+            if a.name < b.name and a.labels["site"] == b.labels["site"]:
+                (s1, e1), (s2, e2) = windows[a.name], windows[b.name]
+                assert e1 < s2 or e2 < s1, f"{a.name} and {b.name} (site {a.labels['site']}) overlapped"
+
+
+def test_bad_release_canary_reverts_by_itself_and_nothing_else_is_touched(env: Env) -> None:
+    before = env.baseline("canary", "v2")
+    flags = (
+        "--canary",
+        "1",
+        "--batch",
+        "50%",
+        "--budget",
+        "site=1",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "5s",
+    )
+    r = env.apply("@edge", env.release_file("canary", "v3"), *flags)
+    assert r.code == 3, r.text  # max-fail 0 and --on-failure pause (the default): paused before wave 1
+    assert r.final_state() == "paused"
+
+    canary, others = env.edge[0], env.edge[1:]
+    got = canary.release("canary")
+    assert got is not None
+    state = got.state
+    assert phase(state) == "reverted", state
+    assert (
+        state.active_revision == before[canary.name] and state.candidate_revision == before[canary.name] + 1
+    )
+    assert dict(state.image_digests) == {"app": env.digests["v2"]}
+    assert "health check failing" in state.reason and "404" in state.reason, state.reason
+    assert r.steps()[canary.name] == "reverted"
+
+    for h in others:  # staged, and nothing after that: no switch, no container touched
+        mine = release_events(h, "canary", r.id)
+        assert [e.action for e in mine] == ["staged"], (h.name, [e.action for e in mine])
+        assert not [e for e in container_events(h, "canary") if ns(e) > ns(mine[0])], h.name
+        other = h.release("canary")
+        assert other is not None and phase(other.state) == "committed"
+        assert other.state.active_revision == before[h.name]
+
+    row = release_rows(env, canary.name, "canary")[canary.name]
+    text = json.dumps(row)
+    assert "reverted" in text and "health check failing" in text, row
+
+    status = env.cli("--format", "json", "rollout", "status", r.id)
+    assert status.returncode == 0, status.stderr
+    assert "paused" in status.stdout
+
+
+def test_on_failure_rollback_returns_every_switched_host_when_one_site_fails(env: Env) -> None:
+    before = env.baseline("site", "v2")
+    for h in env.edge:
+        if h.labels["site"] == "c":  # the volume exists on every host; the flag only on site c
+            r = env.cli("-H", h.name, "volume", "create", "siteflag")
+            assert r.returncode == 0, r.stderr
+            (h.volume_dir("siteflag") / "fail").write_text("site c cannot run this\n")
+    release = env.release_file("site", "v2", health=FLAG_HEALTH, volumes=["siteflag:/flag"])
+    flags = (
+        "--canary",
+        "1",
+        "--batch",
+        "50%",
+        "--budget",
+        "site=1",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "5s",
+    )
+    r = env.apply("@edge", release, *flags, "--on-failure", "rollback", "--max-fail", "0")
+    assert r.code == 1, r.text
+    assert r.final_state() == "rolled_back"
+
+    # canary h1 (a) and wave 1's h2 (a) and h4 (b) had switched and verified; h7 (c) reverted itself
+    switched = ["dyf-h1", "dyf-h2", "dyf-h4"]
+    steps = r.steps()
+    assert {h: steps[h] for h in switched} == dict.fromkeys(switched, "rolled_back"), steps
+    assert steps["dyf-h7"] == "reverted"
+    for h in env.edge:
+        got = h.release("site")
+        assert got is not None
+        assert got.state.active_revision == before[h.name], (h.name, got.state)
+        assert dict(got.state.image_digests) == {"app": env.digests["v2"]}
+        actions = [e.action for e in release_events(h, "site", r.id)]
+        if h.name in switched:
+            assert phase(got.state) == "rolled_back" and actions[-1] == "rolled_back", (h.name, actions)
+        elif h.name == "dyf-h7":
+            assert phase(got.state) == "reverted" and "reverted" in actions
+        else:
+            assert actions == ["staged"], (h.name, actions)
+    # the rollback went in reverse wave order: wave 1's hosts before the canary
+    back = {
+        h: ns(next(e for e in release_events(env.host(h), "site", r.id) if e.action == "rolled_back"))
+        for h in switched
+    }
+    assert max(back["dyf-h2"], back["dyf-h4"]) < back["dyf-h1"]
+
+
+def test_controller_killed_during_a_wave_resumes_and_activates_each_host_once(env: Env) -> None:
+    env.baseline("resume", "v1")
+    flags = ("--canary", "1", "--batch", "2", "--min-healthy", "2s", "--deadline", "30s")
+    bg = env.start_apply("@edge", env.release_file("resume", "v2"), *flags)
+    try:
+        wait_activated([env.host("dyf-h2")], "resume", bg, timeout=90)  # wave 1 (h2, h3) is switching
+    finally:
+        bg.kill()
+    rollout_id = bg.rollout_id()
+    assert rollout_id
+    assert not activated(env.host("dyf-h4"), "resume", rollout_id)  # killed mid-way: later waves untouched
+
+    listed = env.cli("--format", "json", "rollout", "ls")
+    assert listed.returncode == 0 and rollout_id in listed.stdout, listed.stderr
+    r = resume(env, rollout_id)
+    assert r.code == 0, r.text
+    assert r.final_state() == "done"
+    for h in env.edge:
+        got = h.release("resume")
+        assert got is not None and phase(got.state) == "committed", (h.name, got)
+        assert dict(got.state.image_digests) == {"app": env.digests["v2"]}
+        actions = [e.action for e in release_events(h, "resume", rollout_id)]
+        assert actions.count("activated") == 1 and actions.count("committed") == 1, (h.name, actions)
+
+
+def resume(env: Env, rollout_id: str) -> Any:
+    """`rollout resume ID`; a rollout whose driver died is still 'running' until its heartbeat window
+    passes: pause it first (what an operator who knows the controller is dead does)."""
+    from tests.integration.rollout.conftest import Rollout
+
+    r = env.cli("--format", "json", "rollout", "resume", rollout_id)
+    if r.returncode != 0 and "still" in r.stderr and "being driven" in r.stderr:
+        paused = env.cli("rollout", "pause", rollout_id)
+        assert paused.returncode == 0, paused.stderr
+        r = env.cli("--format", "json", "rollout", "resume", rollout_id)
+    return Rollout.of(r)
+
+
+def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: Env) -> None:
+    """dyf-h3 gets a release that is unhealthy there (flag file), dyf-h6 one that is healthy; both links are
+    cut right after the switch. The agents decide alone; the controller counts both hosts as failed once
+    its watch times out."""
+    bad, good = env.host("dyf-h3"), env.host("dyf-h6")
+    targets = f"{bad.name},{good.name}"
+    before = env.baseline("cut", "v2", targets)
+    r = env.cli("-H", bad.name, "volume", "create", "cutflag")
+    assert r.returncode == 0, r.stderr
+    (bad.volume_dir("cutflag") / "fail").write_text("unhealthy here\n")
+    release = env.release_file("cut", "v2", health=FLAG_HEALTH, volumes=["cutflag:/flag"])
+    flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "2s", "--deadline", "6s")
+    bg = env.start_apply(targets, release, *flags)
+    try:
+        wait_activated([bad, good], "cut", bg)
+        bad.cut()
+        good.cut()
+        # the agents alone: h3 goes back to its last known good, h6 verifies and keeps the new revision
+        # unconfirmed (nobody can Commit) once the deadline after becoming healthy passes
+        wait_until(lambda: _phase_of(bad, "cut") == "reverted", 60, "dyf-h3 to revert by itself")
+        wait_until(lambda: _phase_of(good, "cut") == "unconfirmed", 60, "dyf-h6 to become unconfirmed")
+        result = bg.wait(timeout=120)
+    finally:
+        bg.kill()
+        bad.restore()
+        good.restore()
+    got_bad, got_good = bad.release("cut"), good.release("cut")
+    assert got_bad is not None and got_good is not None
+    assert got_bad.state.active_revision == before[bad.name], got_bad.state
+    assert got_good.state.active_revision == before[good.name] + 1, got_good.state
+    assert got_good.state.last_known_good == before[good.name]  # not confirmed: not last known good
+    assert result.code == 1, result.text
+    steps = result.steps()
+    assert steps[bad.name] == steps[good.name] == "failed", steps
+    assert any("not verified within" in d for d in result.details(good.name)), result.details(good.name)
+
+
+def _phase_of(host: FleetHost, release: str) -> str:
+    got = host.release(release)
+    return phase(got.state) if got is not None else ""
+
+
+def test_a_down_host_and_a_too_small_data_root_are_refused_at_staging_before_any_switch(env: Env) -> None:
+    hosts = "dyf-h1,dyf-h2,dyf-h9,dyf-h10"
+    r = env.apply(
+        hosts, env.release_file("tiny", "big"), "--canary", "1", "--batch", "100%", "--min-healthy", "0s"
+    )
+    assert r.code == 3, r.text  # 2 stage failures > max-fail 0: paused before the first wave
+    steps = r.steps()
+    assert steps["dyf-h9"] == "stage_failed" and steps["dyf-h10"] == "stage_failed", steps
+    assert steps["dyf-h1"] == "staged" and steps["dyf-h2"] == "staged", steps
+    text = r.stdout + r.stderr
+    assert "not enough space" in " ".join(r.details("dyf-h9")), r.details("dyf-h9")
+    assert "connection refused" in " ".join(r.details("dyf-h10")), r.details("dyf-h10")
+    assert "dyf-h9" in text and "dyf-h10" in text
+    for name in ("dyf-h1", "dyf-h2", "dyf-h9"):
+        h = env.host(name)
+        assert not activated(h, "tiny"), name
+        assert not container_events(h, "tiny"), name
+        got = h.release("tiny")
+        assert got is None or got.state.active_revision == 0, (name, got)
+
+
+def test_a_second_rollout_of_the_same_release_is_refused_with_the_holder(env: Env) -> None:
+    targets = "dyf-h4,dyf-h5"
+    release = env.release_file("lease", "v1")
+    flags = ("--canary", "1", "--batch", "1", "--min-healthy", "2s", "--deadline", "30s")
+    first = env.start_apply(targets, release, *flags)
+    try:
+        holder = wait_activated([env.host("dyf-h4")], "lease", first)  # the first rollout is switching
+        second = env.apply(targets, release, *flags)
+        assert second.code != 0, second.text
+        assert "held by" in second.stderr + second.stdout and str(holder) in second.stderr + second.stdout, (
+            second.text
+        )
+        done = first.wait(timeout=120)
+    finally:
+        first.kill()
+    assert done.code == 0, done.text
+    for name in ("dyf-h4", "dyf-h5"):  # only the first rollout ever switched anything
+        events = release_events(env.host(name), "lease")
+        assert {e.attributes["rollout_id"] for e in events if e.action == "activated"} == {holder}
