@@ -45,14 +45,44 @@ ROLLBACK_TARGET_PREVIOUS: RollbackTarget
 ROLLBACK_TARGET_LAST_KNOWN_GOOD: RollbackTarget
 
 class ReleaseContainer(_message.Message):
-    __slots__ = ("name", "config", "depends_on")
+    __slots__ = ("name", "config", "depends_on", "secrets", "update_lock")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_LOCK_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: _containers_pb2.ContainerConfig
     depends_on: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_containers_pb2.ContainerConfig, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretFile]
+    update_lock: bool
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_containers_pb2.ContainerConfig, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., secrets: _Optional[_Iterable[_Union[SecretFile, _Mapping]]] = ..., update_lock: _Optional[bool] = ...) -> None: ...
+
+class SecretFile(_message.Message):
+    __slots__ = ("name", "version", "target", "mode", "uid", "gid")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    target: str
+    mode: int
+    uid: int
+    gid: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., target: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+
+class SecretMaterial(_message.Message):
+    __slots__ = ("name", "version", "secret_value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SECRET_VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    secret_value: bytes
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., secret_value: _Optional[bytes] = ...) -> None: ...
 
 class RevisionSpec(_message.Message):
     __slots__ = ("release", "containers", "spec_digest")
@@ -165,14 +195,16 @@ class UnleaseReleaseResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StageReleaseRequest(_message.Message):
-    __slots__ = ("spec", "lease_token", "rollout_id")
+    __slots__ = ("spec", "lease_token", "rollout_id", "materials")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    MATERIALS_FIELD_NUMBER: _ClassVar[int]
     spec: RevisionSpec
     lease_token: str
     rollout_id: str
-    def __init__(self, spec: _Optional[_Union[RevisionSpec, _Mapping]] = ..., lease_token: _Optional[str] = ..., rollout_id: _Optional[str] = ...) -> None: ...
+    materials: _containers.RepeatedCompositeFieldContainer[SecretMaterial]
+    def __init__(self, spec: _Optional[_Union[RevisionSpec, _Mapping]] = ..., lease_token: _Optional[str] = ..., rollout_id: _Optional[str] = ..., materials: _Optional[_Iterable[_Union[SecretMaterial, _Mapping]]] = ...) -> None: ...
 
 class StageReleaseProgress(_message.Message):
     __slots__ = ("message", "bytes_done", "bytes_total", "revision", "done")
@@ -189,18 +221,20 @@ class StageReleaseProgress(_message.Message):
     def __init__(self, message: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., revision: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class ActivateReleaseRequest(_message.Message):
-    __slots__ = ("release", "revision", "policy", "lease_token", "rollout_id")
+    __slots__ = ("release", "revision", "policy", "lease_token", "rollout_id", "force")
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     release: str
     revision: int
     policy: VerifyPolicy
     lease_token: str
     rollout_id: str
-    def __init__(self, release: _Optional[str] = ..., revision: _Optional[int] = ..., policy: _Optional[_Union[VerifyPolicy, _Mapping]] = ..., lease_token: _Optional[str] = ..., rollout_id: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, release: _Optional[str] = ..., revision: _Optional[int] = ..., policy: _Optional[_Union[VerifyPolicy, _Mapping]] = ..., lease_token: _Optional[str] = ..., rollout_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ActivateReleaseResponse(_message.Message):
     __slots__ = ("state", "switched")
