@@ -4,13 +4,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint proto api-snapshot bench clean
+.PHONY: setup demo demo-clean demo-local test lint proto api-snapshot bench clean
 
 setup:
 	@scripts/setup.sh
 
+# A fleet of 3 hosts on this machine, bootstrapped over SSH, and rollouts (scripts/demo.py); it starts
+# with demo-clean, which removes everything the demo made.
 demo: setup
-	@scripts/demo.sh
+	@scripts/demo.sh up
+
+demo-clean:
+	@scripts/demo.sh clean
+
+# One local agent and one container (the demo before the fleet).
+demo-local: setup
+	@scripts/demo-local.sh
 
 proto: setup
 	$(PY) scripts/gen_proto.py

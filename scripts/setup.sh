@@ -8,8 +8,8 @@ SYSTEM_PACKAGES=(
   runc crun conmon            # OCI runtimes and the container monitor
   iproute2 nftables           # networking (the agent itself uses netlink/nftables; tests use ip netns)
   busybox-static              # the demo and test images are built from it
-  docker-registry             # Debian's distribution registry, started by the tests on 127.0.0.1
-  openssh-server              # per-test-host sshd for bootstrap tests
+  docker-registry             # Debian's distribution registry, started by the tests and `make demo`
+  openssh-server openssl curl # sshd of the test and demo hosts; the demo registry's cert; the demo's pages
   skopeo podman               # peers checked against in tests and benchmarks (never used by the product)
   zstd sqlite3 util-linux procps ca-certificates
   postgresql                  # the rollout journal tests start a private PostgreSQL server
