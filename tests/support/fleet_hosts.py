@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from agent.api.v1 import events_pb2, events_pb2_grpc, releases_pb2_grpc
+from agent.api.v1 import events_pb2, events_pb2_grpc, images_pb2, images_pb2_grpc, releases_pb2_grpc
 from agent.api.v1 import releases_pb2 as rpb
 from controller import inventory, pki
 from tests.support.agent import AgentProcess, config_text, run_cli, wait_for
@@ -185,6 +185,12 @@ class FleetHost:
         with self._channel() as ch:
             req = events_pb2.StreamEventsRequest(since=0, filters=[f"type={type_}"], no_follow=True)
             return [r.event for r in events_pb2_grpc.EventsStub(ch).Stream(req, timeout=30)]
+
+    def images(self) -> list[str]:
+        """Every image the agent holds, as `id name,name` lines (sorted)."""
+        with self._channel() as ch:
+            response = images_pb2_grpc.ImagesStub(ch).List(images_pb2.ListImagesRequest(), timeout=30)
+            return sorted(f"{i.id} {','.join(sorted(i.names))}" for i in response.images)
 
     def volume_dir(self, name: str) -> Path:
         """Where volume `name` keeps its files (agent/containers/volumes.py)."""
