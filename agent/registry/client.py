@@ -238,7 +238,7 @@ class Repository:
             header_digest = response.header("Docker-Content-Digest")
             data = response.body(manifests.MAX_MANIFEST_BYTES)
             digest = manifests.sha256_digest(data)
-            if identifier.startswith("sha"):
+            if ":" in identifier:  # a digest (a tag has no colon, and may start with "sha": cosign's)
                 manifests.verify(data, identifier, what)
                 digest = identifier
             elif header_digest and header_digest.startswith("sha256:") and header_digest != digest:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -131,8 +132,16 @@ def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def sign_payload(key: ec.EllipticCurvePrivateKey, payload: bytes) -> str:
-    """base64 of the DER ECDSA P-256 signature over SHA-256(payload): cosign's signature annotation."""
-    return base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    """base64 of the DER ECDSA P-256 signature over SHA-256(payload): cosign's signature annotation.
+
+    Deterministic (RFC 6979) where the library has it, so signing the same image again with the same
+    key makes the same signature, which the agent sees is there already (no second layer)."""
+    try:
+        algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+        der = key.sign(payload, algorithm)
+    except (TypeError, UnsupportedAlgorithm):  # older cryptography / OpenSSL: a random nonce
+        der = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(der).decode()
 
 
 @click.command(name="sign")
