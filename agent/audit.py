@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -300,8 +301,8 @@ class AuditLog:
             self._rotate()
         try:
             written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(f"short write ({written} of {len(data)} bytes)")
+            if written != len(data):  # a regular file takes less only when the disk is full
+                raise OSError(errno.ENOSPC, f"No space left on device (wrote {written} of {len(data)} bytes)")
             os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):  # leave no half line behind us
