@@ -119,7 +119,7 @@ def read_document(text: str, source: str, env: Mapping[str, str]) -> dict[str, A
 
 def load(options: Options) -> Project:
     """The project the options name; ComposeError/UsageError for the first problem."""
-    files = list(options.files) or [str(p) for p in find_files(options.cwd)]
+    files = list(options.files) or [os.path.relpath(p, options.cwd) for p in find_files(options.cwd)]
     texts = [_read(f, options.cwd) for f in files]
     first = texts[0][2]
     project_dir = options.project_dir or first.parent
