@@ -175,6 +175,14 @@ class FleetHost:
                 raise
             return response
 
+    def lease(self, release: str, *, owner: str, rollout_id: str, ttl: float) -> rpb.LeaseReleaseResponse:
+        """Hold `release` as a rollout would (what a controller that died leaves behind)."""
+        req = rpb.LeaseReleaseRequest(release=release, owner=owner, rollout_id=rollout_id)
+        req.ttl.FromNanoseconds(int(ttl * 1e9))
+        with self._channel() as ch:
+            response: rpb.LeaseReleaseResponse = releases_pb2_grpc.ReleasesStub(ch).Lease(req, timeout=30)
+            return response
+
     def releases(self) -> list[rpb.ReleaseState]:
         with self._channel() as ch:
             response = releases_pb2_grpc.ReleasesStub(ch).List(rpb.ListReleasesRequest(), timeout=30)

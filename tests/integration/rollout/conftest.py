@@ -99,12 +99,17 @@ class Env:
         target.write_text("\n".join(lines))
         return target
 
-    def apply(self, targets: str, file: Path, *flags: str, timeout: float = 180) -> Rollout:
+    def apply(
+        self,
+        targets: str,
+        file: Path,
+        *flags: str,
+        timeout: float = 180,
+        journal_env: dict[str, str] | None = None,
+    ) -> Rollout:
         """`dockyard -H TARGETS --format json rollout apply -f FILE FLAGS` to its end."""
-        r = self.cli(
-            "-H", targets, "--format", "json", "rollout", "apply", "-f", str(file), *flags, timeout=timeout
-        )
-        return Rollout.of(r)
+        argv = ("-H", targets, "--format", "json", "rollout", "apply", "-f", str(file), *flags)
+        return Rollout.of(self.cli(*argv, timeout=timeout, env=journal_env))
 
     def start_apply(
         self, targets: str, file: Path, *flags: str, config_dir: Path | None = None

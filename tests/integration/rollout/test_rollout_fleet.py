@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller import pki
 from controller.rollout.plan import Count, PlanHost, PlanOptions, make_plan
 from tests.integration.rollout.conftest import (
     HEALTH,
     Env,
+    Rollout,
     activated,
     container_events,
     ns,
@@ -32,6 +37,7 @@ from tests.integration.rollout.conftest import (
     wait_activated,
 )
 from tests.support.fleet_hosts import FleetHost, wait_until
+from tests.support.postgres import bin_dir, postgres_server
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
@@ -247,17 +253,12 @@ def test_controller_killed_during_a_wave_resumes_and_activates_each_host_once(en
         assert actions.count("activated") == 1 and actions.count("committed") == 1, (h.name, actions)
 
 
-def resume(env: Env, rollout_id: str) -> Any:
-    """`rollout resume ID`; a rollout whose driver died is still 'running' until its heartbeat window
-    passes: pause it first (what an operator who knows the controller is dead does)."""
-    from tests.integration.rollout.conftest import Rollout
-
-    r = env.cli("--format", "json", "rollout", "resume", rollout_id)
-    if r.returncode != 0 and "still" in r.stderr and "being driven" in r.stderr:
-        paused = env.cli("rollout", "pause", rollout_id)
-        assert paused.returncode == 0, paused.stderr
-        r = env.cli("--format", "json", "rollout", "resume", rollout_id)
-    return Rollout.of(r)
+def resume(env: Env, rollout_id: str) -> Rollout:
+    """`rollout resume ID` of a rollout whose controller was SIGKILLed: refused while its heartbeat is
+    fresh (another controller might still drive it), then `--force` (the operator knows it is dead)."""
+    refused = env.cli("rollout", "resume", rollout_id)
+    assert refused.returncode == 1 and "still being driven" in refused.stderr, refused.stderr
+    return Rollout.of(env.cli("--format", "json", "rollout", "resume", "--force", rollout_id))
 
 
 def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: Env) -> None:
@@ -342,3 +343,77 @@ def test_a_second_rollout_of_the_same_release_is_refused_with_the_holder(env: En
     for name in ("dyf-h4", "dyf-h5"):  # only the first rollout ever switched anything
         events = release_events(env.host(name), "lease")
         assert {e.attributes["rollout_id"] for e in events if e.action == "activated"} == {holder}
+
+
+def test_an_expired_lease_of_a_crashed_rollout_is_taken_over_by_rollout_resume(env: Env) -> None:
+    """A controller that died holding the release leaves its lease on the agents (planted here through the
+    agent's API as that controller would have left it, with a 1 s lifetime instead of a minute)."""
+    hosts = [env.host("dyf-h5"), env.host("dyf-h6")]
+    targets = ",".join(h.name for h in hosts)
+    leases = [h.lease("takeover", owner="alice@laptop", rollout_id="r-crashed", ttl=1.0) for h in hosts]
+    release = env.release_file("takeover", "v1")
+    flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "0s", "--deadline", "20s")
+
+    live = env.apply(targets, release, *flags)
+    assert live.code == 1 and live.final_state() == "failed", live.text  # a live holder: refused for good
+    assert "held by alice@laptop (rollout r-crashed)" in live.stderr + live.stdout, live.text
+
+    expires = max(lease.expires_at.ToNanoseconds() for lease in leases) / 1e9
+    wait_until(lambda: time.time() > expires + 0.1, 10, "the crashed rollout's leases to expire")
+    expired = env.apply(targets, release, *flags)
+    assert expired.code == 3 and expired.final_state() == "paused", expired.text  # resumable
+    assert "(expired)" in expired.stderr + expired.stdout and "rollout resume" in expired.stdout, expired.text
+    for h in hosts:  # refused: nothing staged, nothing switched
+        assert not release_events(h, "takeover"), h.name
+
+    taken = Rollout.of(env.cli("--format", "json", "rollout", "resume", expired.id))
+    assert taken.code == 0, taken.text
+    for h in hosts:
+        got = h.release("takeover")
+        assert got is not None and phase(got.state) == "committed", (h.name, got)
+        assert dict(got.state.image_digests) == {"app": env.digests["v1"]}
+        assert {e.attributes["rollout_id"] for e in release_events(h, "takeover")} == {expired.id}
+
+
+@pytest.mark.skipif(bin_dir() is None, reason="PostgreSQL is not installed (scripts/setup.sh)")
+def test_two_controllers_share_a_postgresql_journal_and_either_resumes(env: Env, tmp_path: Path) -> None:
+    """Controller A (certificate CN `controller`) stages; controller B (its own client certificate, CN
+    `bob`, from the same fleet CA) sees the rollout in `rollout ls` and resumes it to the end."""
+    other = tmp_path / "bob"
+    pki.issue_client(env.fleet.config_dir, "bob", other)
+    shutil.copy(env.fleet.config_dir / "inventory.toml", other / "inventory.toml")
+    assert (other / "client.pem").read_bytes() != (env.fleet.config_dir / "client.pem").read_bytes()
+    hosts = [env.host("dyf-h7"), env.host("dyf-h8")]
+    targets = ",".join(h.name for h in hosts)
+    with postgres_server() as pg:
+        shared = {"DOCKYARD_JOURNAL": pg.url}
+        release = env.release_file("shared", "v2")
+        flags = ("--canary", "1", "--batch", "1", "--min-healthy", "0s", "--deadline", "20s", "--stage-only")
+        r = env.apply(targets, release, *flags, journal_env=shared)
+        assert r.code == 0 and r.final_state() == "paused", r.text  # --stage-only: stopped as asked
+        assert all(not activated(h, "shared") for h in hosts)
+
+        listed = env.cli("--format", "json", "rollout", "ls", config_dir=other, env=shared)
+        assert listed.returncode == 0, listed.stderr
+        mine = [row for row in json.loads(listed.stdout) if row.get("id") == r.id]
+        assert len(mine) == 1 and mine[0]["release"] == "shared" and mine[0]["state"] == "paused", (
+            listed.stdout
+        )
+
+        done = Rollout.of(
+            env.cli("--format", "json", "rollout", "resume", r.id, config_dir=other, env=shared)
+        )
+        assert done.code == 0, done.text
+        status = env.cli("--format", "json", "rollout", "status", r.id, env=shared)
+        assert status.returncode == 0 and '"done"' in status.stdout, status.stdout
+    for h in hosts:
+        got = h.release("shared")
+        assert got is not None and phase(got.state) == "committed", (h.name, got)
+        assert got.revisions[0].created_by == "controller"  # staged by A
+        assert h.agent is not None
+        activations = [
+            e
+            for e in h.agent.events()
+            if e.get("event") == "rpc.finished" and e.get("rpc", "").endswith("/Activate")
+        ]
+        assert [e.get("peer") for e in activations][-1:] == ["bob"], activations  # switched by B
