@@ -23,10 +23,10 @@ def podman_cli(work: Path) -> list[str]:
     return ["podman", "--root", str(work / "podman"), "--runroot", str(work / "podman-run")]
 
 
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
+def timed(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 120) -> float:
     """Seconds from start to exit of one command; a failure ends the benchmark."""
     start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.perf_counter() - start
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:8])} exited {r.returncode}: {(r.stderr or r.stdout)[-600:]}")
