@@ -57,6 +57,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "controller.commands.trust": ("trust",),
     "controller.commands.rollout": ("rollout",),
     "controller.commands.release": ("release",),
+    "controller.commands.secret": ("secret",),
     "controller.commands.compose": ("compose",),
 }
 # Subcommands that one area adds to another area's group: group name -> (module, attribute) pairs, where

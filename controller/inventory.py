@@ -10,13 +10,27 @@ Example `$DOCKYARD_CONFIG_DIR/inventory.toml`:
     ssh_key = "~/.ssh/id_ed25519"
     labels = { arch = "arm64", site = "lab" }
 
+    [hosts.edge-1.vars]             # per-host values for release files: ${vars.site_id}
+    site_id = "n-17"
+
     [groups]
     edge = ["edge-1", "edge-2"]
+
+    [groups.vars.edge]              # values of every host of group edge (`vars` is not a group name)
+    upstream = "https://north.example"
+    apply_window = "Sat 02:00-04:00"
+
+    [vars]                          # defaults for every host
+    upstream = "https://central.example"
 
 A target (`-H`) is a host name, `@group`, `all`, an address (`HOST`, `HOST:PORT`, `unix:///path`),
 `NAME=ADDRESS[:PORT]` (a named host not yet in the inventory, as bootstrap takes it), or a comma list;
 `--selector key=value` keeps only hosts whose labels match. The file is rewritten atomically when
-bootstrap records a host.
+bootstrap records a host (keeping its vars).
+
+A host's values (`Host.values`, what `${vars.KEY}` renders to in a release file) are the defaults, then
+the vars of each group it belongs to in the order the groups are written (a later group wins), then the
+host's own vars: host > group > defaults. Values are strings (integers and booleans are taken as text).
 """
 
 from __future__ import annotations
@@ -36,7 +50,8 @@ from controller.target import Target
 
 INVENTORY_FILE = "inventory.toml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOST_KEYS = {"address", "port", "ssh_user", "ssh_port", "ssh_key", "labels"}
+_HOST_KEYS = {"address", "port", "ssh_user", "ssh_port", "ssh_key", "labels", "vars"}
+_VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 class InventoryError(ControllerError):
@@ -54,6 +69,10 @@ class Host:
     ssh_port: int = 22
     ssh_key: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    vars: Mapping[str, str] = field(default_factory=dict)  # its own `[hosts.NAME.vars]`
+    # the effective values (defaults < groups < own vars), filled by `select`; not part of equality
+    values: Mapping[str, str] = field(default_factory=dict, compare=False)
+    groups: tuple[str, ...] = field(default=(), compare=False)  # its groups in file order, by `select`
 
     @property
     def target(self) -> str:
@@ -67,6 +86,17 @@ class Host:
 class Inventory:
     hosts: Mapping[str, Host] = field(default_factory=dict)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    group_vars: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # `[groups.vars.NAME]`
+    defaults: Mapping[str, str] = field(default_factory=dict)  # `[vars]`
+
+    def values_of(self, host: Host) -> dict[str, str]:
+        """The host's values: defaults, then its groups' vars in file order, then its own vars."""
+        out = dict(self.defaults)
+        for group, members in self.groups.items():
+            if host.name in members:
+                out.update(self.group_vars.get(group, {}))
+        out.update(host.vars)
+        return out
 
     def with_host(self, host: Host) -> Inventory:
         """A copy in which `host` is added or replaced (by name)."""
@@ -93,15 +123,20 @@ def load(path: Path) -> Inventory:
 
 def parse(raw: Mapping[str, Any], source: str = "inventory") -> Inventory:
     """Validate a decoded TOML document into an Inventory; every problem names where it is."""
-    unknown = sorted(set(raw) - {"hosts", "groups"})
+    unknown = sorted(set(raw) - {"hosts", "groups", "vars"})
     if unknown:
         raise InventoryError(f"{source}: unknown table(s): {', '.join(unknown)}")
     hosts: dict[str, Host] = {}
     for name, spec in _table(raw.get("hosts", {}), f"{source}: hosts").items():
         hosts[name] = _parse_host(name, _table(spec, f"{source}: hosts.{name}"), source)
     groups: dict[str, tuple[str, ...]] = {}
+    group_vars: dict[str, dict[str, str]] = {}
     for name, members in _table(raw.get("groups", {}), f"{source}: groups").items():
         where = f"{source}: groups.{name}"
+        if name == "vars":
+            for group, values in _table(members, where).items():
+                group_vars[group] = _vars(values, f"{where}.{group}")
+            continue
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise InventoryError(f"{where} must be a list of host names")
         missing = [m for m in members if m not in hosts]
@@ -110,7 +145,26 @@ def parse(raw: Mapping[str, Any], source: str = "inventory") -> Inventory:
         if name == "all":
             raise InventoryError(f"{where}: 'all' is reserved")
         groups[name] = tuple(members)
-    return Inventory(hosts=hosts, groups=groups)
+    unknown = sorted(set(group_vars) - set(groups))
+    if unknown:
+        raise InventoryError(f"{source}: groups.vars: unknown group(s): {', '.join(unknown)}")
+    defaults = _vars(raw.get("vars", {}), f"{source}: vars")
+    return Inventory(hosts=hosts, groups=groups, group_vars=group_vars, defaults=defaults)
+
+
+def _vars(value: Any, where: str) -> dict[str, str]:
+    """A vars table: KEY = string (integers and booleans as their TOML text)."""
+    out: dict[str, str] = {}
+    for key, item in _table(value, where).items():
+        if not _VAR_KEY_RE.match(key):
+            raise InventoryError(f"{where}: invalid key {key!r}: expected [A-Za-z_][A-Za-z0-9_.-]*")
+        if isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, str | int | float):
+            out[key] = str(item)
+        else:
+            raise InventoryError(f"{where}.{key} must be a string, a number or a boolean")
+    return out
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -138,7 +192,8 @@ def _parse_host(name: str, spec: Mapping[str, Any], source: str) -> Host:
     labels = spec.get("labels", {})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise InventoryError(f"{where}.labels must be a table of strings")
-    return Host(name, address, port, ssh_user, ssh_port, ssh_key, dict(labels))
+    own = _vars(spec.get("vars", {}), f"{where}.vars")
+    return Host(name, address, port, ssh_user, ssh_port, ssh_key, dict(labels), own)
 
 
 def _port(value: Any, where: str) -> int:
@@ -163,7 +218,15 @@ def select(inventory: Inventory, targets: Sequence[str], selectors: Sequence[str
     for token in tokens:
         for host in _resolve(inventory, token):
             chosen.setdefault(host.name, host)
-    hosts = [h for h in chosen.values() if all(h.labels.get(k) == v for k, v in wanted.items())]
+    hosts = [
+        replace(
+            h,
+            values=inventory.values_of(h),
+            groups=tuple(g for g, members in inventory.groups.items() if h.name in members),
+        )
+        for h in chosen.values()
+        if all(h.labels.get(k) == v for k, v in wanted.items())
+    ]
     if not hosts:
         what = ", ".join(tokens) + (f" with {', '.join(selectors)}" if selectors else "")
         raise InventoryError(f"no hosts match {what}")
@@ -260,10 +323,22 @@ def dumps(inventory: Inventory) -> str:
             pairs = ", ".join(f"{_key(k)} = {_str(v)}" for k, v in sorted(host.labels.items()))
             lines.append(f"labels = {{ {pairs} }}")
         lines.append("")
+        if host.vars:
+            lines.append(f"[hosts.{_key(host.name)}.vars]")
+            lines.extend(f"{_key(k)} = {_str(v)}" for k, v in host.vars.items())
+            lines.append("")
     if inventory.groups:
         lines.append("[groups]")
         for name, members in inventory.groups.items():
             lines.append(f"{_key(name)} = [{', '.join(_str(m) for m in members)}]")
+        lines.append("")
+    for name, values in inventory.group_vars.items():
+        lines.append(f"[groups.vars.{_key(name)}]")
+        lines.extend(f"{_key(k)} = {_str(v)}" for k, v in values.items())
+        lines.append("")
+    if inventory.defaults:
+        lines.append("[vars]")
+        lines.extend(f"{_key(k)} = {_str(v)}" for k, v in inventory.defaults.items())
         lines.append("")
     return "\n".join(lines)
 
@@ -275,7 +350,10 @@ def save(inventory: Inventory, path: Path) -> None:
 def record(path: Path, host: Host) -> bool:
     """Add or update one host in the file at `path`; False when it was already recorded as is."""
     inventory = load(path)
-    if inventory.hosts.get(host.name) == host:
+    known = inventory.hosts.get(host.name)
+    if known is not None and not host.vars:
+        host = replace(host, vars=known.vars)  # bootstrap knows nothing of vars: keep the file's
+    if known == host:
         return False
     save(inventory.with_host(host), path)
     return True

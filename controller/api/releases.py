@@ -9,8 +9,8 @@ active revision switches nothing). The spec goes in as the `RevisionSpec` contro
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -40,6 +40,15 @@ PHASE_NAMES = {
 SETTLED = frozenset({"committed", "unconfirmed", "reverted", "failed", "rolled_back"})
 RollbackTarget = Literal["previous", "last_known_good"]
 _TARGETS = {"previous": pb.ROLLBACK_TARGET_PREVIOUS, "last_known_good": pb.ROLLBACK_TARGET_LAST_KNOWN_GOOD}
+
+
+@dataclass(frozen=True)
+class Material:
+    """A secret's value for one host, delivered with Stage (never shown, logged or journaled)."""
+
+    name: str
+    version: str
+    value: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -123,10 +132,23 @@ class ReleasesApi:
         await self.client.unary(UNLEASE, pb.UnleaseReleaseRequest(release=release, token=token))
 
     async def stage(
-        self, spec: pb.RevisionSpec, *, lease_token: str = "", rollout_id: str = ""
+        self,
+        spec: pb.RevisionSpec,
+        *,
+        lease_token: str = "",
+        rollout_id: str = "",
+        materials: Sequence[Material] = (),
     ) -> AsyncIterator[StageProgress]:
-        """Record the revision and pull what it lacks; the last progress has `done` and the revision."""
-        req = pb.StageReleaseRequest(spec=spec, lease_token=lease_token, rollout_id=rollout_id)
+        """Record the revision and pull what it lacks; the last progress has `done` and the revision.
+        `materials`: the values of the secrets the spec names, for this host only."""
+        req = pb.StageReleaseRequest(
+            spec=spec,
+            lease_token=lease_token,
+            rollout_id=rollout_id,
+            materials=[
+                pb.SecretMaterial(name=m.name, version=m.version, secret_value=m.value) for m in materials
+            ],
+        )
         async for p in self.client.server_stream(STAGE, req):
             yield StageProgress(p.message, p.bytes_done, p.bytes_total, p.revision, p.done)
 
@@ -139,14 +161,17 @@ class ReleasesApi:
         lease_token: str = "",
         rollout_id: str = "",
         timeout: float | None = None,
+        force: bool = False,
     ) -> Activated:
-        """Switch to a staged revision; returns when the switch is done and the agent verifies it."""
+        """Switch to a staged revision; returns when the switch is done and the agent verifies it.
+        `force` switches even when the release's update lock is held on the host (needs admin)."""
         req = pb.ActivateReleaseRequest(
             release=release,
             revision=revision,
             policy=_policy(policy),
             lease_token=lease_token,
             rollout_id=rollout_id,
+            force=force,
         )
         r = await self.client.unary(ACTIVATE, req, timeout=timeout)
         return Activated(release_state(r.state), r.switched)

@@ -2,7 +2,8 @@
 
     dockyard -H @edge rollout apply -f web.toml [--canary N|P%] [--batch N|P%|exp] [--budget KEY=N …]
         [--max-fail N|P%] [--on-failure pause|rollback] [--min-healthy 10s] [--deadline 2m] [--delay 0s]
-        [--stage-only] [--start-first] [--detach]
+        [--stage-only] [--start-first] [--detach] [--download-window W] [--apply-window W] [--tz ZONE]
+        [--lock-timeout D] [--force] [--dry-run]
     dockyard rollout status [ID] | ls | resume ID | pause ID | abort ID
     dockyard -H @edge rollout undo NAME
 
@@ -31,9 +32,19 @@ from controller.commands.release import state_json, state_table
 from controller.errors import ControllerError, UsageError
 from controller.rollout import engine as eng
 from controller.rollout import plan as plan_mod
+from controller.rollout import secrets as secrets_mod
 from controller.rollout import spec as spec_mod
+from controller.rollout import values as values_mod
 from controller.rollout import view as view_mod
-from controller.rollout.journal import Journal, Rollout, RolloutState, open_journal
+from controller.rollout import windows as windows_mod
+from controller.rollout.journal import (
+    Journal,
+    PostgresJournal,
+    Rollout,
+    RolloutState,
+    SqliteJournal,
+    open_journal,
+)
 
 HOSTS_KEY = "dockyard.hosts"  # where controller.cli leaves the inventory hosts -H chose (with labels)
 LOG_DIR = "rollouts"
@@ -53,9 +64,22 @@ def _seconds(value: str | None, flag: str) -> float | None:
 
 
 def _selected(ctx: click.Context, app: App) -> list[eng.HostInfo]:
-    chosen = ctx.meta.get(HOSTS_KEY) or []
-    labels = {h.name: dict(h.labels) for h in chosen}
-    return [eng.HostInfo(t.name, t, labels.get(t.name, {})) for t in app.targets]
+    """The selected hosts with their inventory labels, values (vars) and groups."""
+    chosen = {h.name: h for h in ctx.meta.get(HOSTS_KEY) or []}
+    out = []
+    for t in app.targets:
+        h = chosen.get(t.name)
+        if h is None:
+            out.append(eng.HostInfo(t.name, t))
+        else:
+            out.append(eng.HostInfo(t.name, t, dict(h.labels), dict(h.values), tuple(h.groups)))
+    return out
+
+
+def _secret_store(app: App, journal: Journal) -> secrets_mod.SecretStore | None:
+    if isinstance(journal, SqliteJournal | PostgresJournal):
+        return secrets_mod.SecretStore(journal, app.config_dir)
+    return None
 
 
 def _mode(app: App) -> str:
@@ -76,7 +100,7 @@ def _drive(app: App, journal: Journal, rollout: Rollout, *, resume: bool, force:
     async def go() -> eng.Result:
         try:
             with view:
-                engine = eng.Engine(journal, fleet, on_event=view)
+                engine = eng.Engine(journal, fleet, on_event=view, secrets=_secret_store(app, journal))
                 return await engine.run(rollout.id, resume=resume, heartbeat_window=0 if force else None)
         finally:
             await fleet.close()
@@ -164,6 +188,14 @@ def rollout() -> None:
 @click.option("--stage-only", is_flag=True, help="stop after staging (switch later with `rollout resume`)")
 @click.option("--start-first", is_flag=True, help="start the new containers before stopping the old")
 @click.option("-d", "--detach", is_flag=True, help="run in the background and print the rollout id")
+@click.option(
+    "--download-window", default="", metavar="WINDOW", help='stage only then, e.g. "Mon-Fri 01:00-05:00"'
+)
+@click.option("--apply-window", default="", metavar="WINDOW", help='switch only then, e.g. "Sat 02:00-04:00"')
+@click.option("--tz", default="", metavar="ZONE", help="the windows' time zone (default: local)")
+@click.option("--lock-timeout", metavar="DURATION", help="how long a host held by its update lock waits")
+@click.option("--force", is_flag=True, help="then switch it anyway (at once without --lock-timeout; admin)")
+@click.option("--dry-run", is_flag=True, help="print each host's rendered spec and the waves; change nothing")
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -179,6 +211,12 @@ def apply(
     stage_only: bool,
     start_first: bool,
     detach: bool,
+    download_window: str,
+    apply_window: str,
+    tz: str,
+    lock_timeout: str | None,
+    force: bool,
+    dry_run: bool,
 ) -> None:
     """Roll the release in FILE out to the selected hosts (-H, --selector)."""
     app: App = ctx.obj
@@ -193,8 +231,16 @@ def apply(
         delay=_seconds(delay, "--delay") or 0.0,
         stage_only=stage_only,
         start_first=start_first,
+        download_window=download_window,
+        apply_window=apply_window,
+        tz=windows_mod.check_tz(tz),
+        lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
+        force=force,
     )
     options.plan_options()  # every count checked before anything happens
+    for kind, text in (("--download-window", download_window), ("--apply-window", apply_window)):
+        if text:
+            windows_mod.parse(text, options.tz, flag=kind)
     if (
         options.min_healthy is not None
         and options.deadline is not None
@@ -204,11 +250,15 @@ def apply(
     release = spec_mod.load(path)
     hosts = _selected(ctx, app)
     journal = _journal(app)
+    secrets = _secret_store(app, journal)
+    if dry_run:
+        asyncio.run(_dry_run(app, release, hosts, options, secrets))
+        return
     fleet = eng.AgentFleet({h.name: h.target for h in hosts}, app.config_dir)
 
     async def create() -> Rollout:
         try:
-            return await eng.create(journal, fleet, release, hosts, options)
+            return await eng.create(journal, fleet, release, hosts, options, secrets=secrets)
         finally:
             await fleet.close()
 
@@ -217,6 +267,48 @@ def apply(
         _detach(app, created.id)
         return
     _exit(_drive(app, journal, created, resume=False))
+
+
+async def _dry_run(
+    app: App,
+    release: spec_mod.Release,
+    hosts: list[eng.HostInfo],
+    options: eng.Options,
+    secrets: secrets_mod.SecretStore | None,
+) -> None:
+    """What `apply` would do: the waves, each host's windows and rendered spec (secrets by name and
+    version only; images as written: tags are pinned when the rollout is created)."""
+    if not hosts:
+        raise ControllerError("no hosts selected: say which with -H or --selector")
+    plan = plan_mod.make_plan([plan_mod.PlanHost(h.name, h.labels) for h in hosts], options.plan_options())
+    eng.plan_windows(options, hosts)
+    identity = {ref: "" for ref in release.images()}
+    specs = await eng.host_specs(release, hosts, identity, secrets, pin=False)
+    windows = {
+        h.name: {k: w.text for k in ("download", "apply") if (w := options.window(k, h.values)) is not None}
+        for h in hosts
+    }
+    if app.json:
+        data = {
+            "release": release.name,
+            "max_fail": plan.max_fail,
+            "waves": [{"wave": w.number, "canary": w.canary, "hosts": list(w.hosts)} for w in plan.waves],
+            "hosts": [
+                {"host": h.name, "windows": windows[h.name], "spec": values_mod.spec_json(specs[h.name])}
+                for h in hosts
+            ],
+        }
+        output.print_json(data)
+        return
+    for wave in plan.waves:
+        print(f"{'canary' if wave.canary else f'wave {wave.number}'}: {', '.join(wave.hosts)}")
+    print(f"max-fail: {plan.max_fail}")
+    for h in hosts:
+        print()
+        when = ", ".join(f"{k} window {v!r}" for k, v in windows[h.name].items()) or "any time"
+        print(f"{h.name} ({when}): spec {specs[h.name].spec_digest}")
+        for line in values_mod.spec_lines(specs[h.name]):
+            print("  " + line)
 
 
 @rollout.command("resume")

@@ -19,11 +19,19 @@ rolled back or aborted, 3 paused.
 
 The engine talks to agents through a `Fleet` (per-host Releases calls and tag resolution), so tests drive
 it with fake agents and the CLI with real ones (`AgentFleet`).
+
+Per host (issue 23): `create` renders the release for each host (controller/rollout/values.py) and fills
+in the versions of the secrets it gets (controller/rollout/secrets.py), so each host has its own spec
+(journaled in options["host_specs"] when they differ); staging sends a host its secret values. A host
+stages only inside its download window and switches only inside its apply window with min-healthy +
+deadline left before it closes (controller/rollout/windows.py; time from a `windows.Clock`); a host whose
+release is held by an update lock on the agent waits (`--lock-timeout`, then failed, or `--force`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import getpass
 import socket
@@ -49,6 +57,7 @@ from controller.api.registry import RegistryApi
 from controller.api.releases import (
     Activated,
     Lease,
+    Material,
     ReleaseDetails,
     ReleasesApi,
     ReleaseState,
@@ -58,7 +67,10 @@ from controller.api.releases import (
 )
 from controller.errors import AgentCallError, ConnectError, ControllerError
 from controller.rollout import plan as plan_mod
+from controller.rollout import secrets as secrets_mod
 from controller.rollout import spec as spec_mod
+from controller.rollout import values as values_mod
+from controller.rollout import windows as windows_mod
 from controller.rollout.journal import (
     HostStep,
     Journal,
@@ -75,6 +87,9 @@ EXIT_OK, EXIT_FAILED, EXIT_PAUSED = 0, 1, 3
 LEASE_TTL = 60.0  # seconds; renewed every third of it while the engine runs
 WATCH_GRACE = 30.0  # seconds past the verify deadline before the controller counts a host as failed
 DEFAULT_DEADLINE = 120.0  # the agent's default verify deadline (releases.proto)
+DEFAULT_MIN_HEALTHY = 10.0
+WAIT_STEP = 60.0  # seconds between looks at the journal (pause/abort) while a host waits for its window
+LOCK_RETRY = 5.0  # seconds between Activate attempts on a host whose update lock is held
 CALL_TIMEOUT = 30.0
 STAGE_TIMEOUT = 3600.0
 RETRY_DELAY = 1.0
@@ -104,7 +119,12 @@ class Releases(Protocol):
     async def unlease(self, release: str, token: str) -> None: ...
 
     def stage(
-        self, spec: pb.RevisionSpec, *, lease_token: str = "", rollout_id: str = ""
+        self,
+        spec: pb.RevisionSpec,
+        *,
+        lease_token: str = "",
+        rollout_id: str = "",
+        materials: Sequence[Material] = (),
     ) -> AsyncIterator[StageProgress]: ...
 
     async def activate(
@@ -116,6 +136,7 @@ class Releases(Protocol):
         lease_token: str = "",
         rollout_id: str = "",
         timeout: float | None = None,
+        force: bool = False,
     ) -> Activated: ...
 
     async def commit(
@@ -185,6 +206,11 @@ class Options:
     delay: float = 0.0  # seconds between waves
     stage_only: bool = False
     start_first: bool = False
+    download_window: str = ""  # windows.parse form; "" = any time (or the host's group's)
+    apply_window: str = ""
+    tz: str = ""  # the windows' zone; "" = the controller's local zone
+    lock_timeout: float | None = None  # seconds a host held by an update lock waits; None = no limit
+    force: bool = False  # after lock_timeout (at once without one), switch a locked host anyway
 
     def plan_options(self) -> plan_mod.PlanOptions:
         return plan_mod.PlanOptions(
@@ -196,6 +222,21 @@ class Options:
 
     def policy(self) -> VerifyPolicy:
         return VerifyPolicy(self.min_healthy, self.deadline, self.start_first)
+
+    def switch_needs(self) -> float:
+        """Seconds of apply window a host needs to start switching: min-healthy + deadline."""
+        return (self.min_healthy if self.min_healthy is not None else DEFAULT_MIN_HEALTHY) + (
+            self.deadline if self.deadline is not None else DEFAULT_DEADLINE
+        )
+
+    def window(self, kind: str, host_values: Mapping[str, str]) -> windows_mod.Window | None:
+        """The host's `download` or `apply` window: the flag, else its group's var, else None (any time)."""
+        text = self.download_window if kind == "download" else self.apply_window
+        tz = self.tz
+        if not text:
+            text = host_values.get(f"{kind}_window", "")
+            tz = tz or host_values.get("window_tz", "")
+        return windows_mod.parse(text, tz, flag=f"{kind}_window") if text else None
 
     def watch_timeout(self, grace: float = WATCH_GRACE) -> float:
         """How long the controller watches a host verify before counting it as failed."""
@@ -219,14 +260,30 @@ class HostInfo:
     name: str
     target: Target
     labels: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, str] = field(default_factory=dict)  # inventory vars (host > group > defaults)
+    groups: tuple[str, ...] = ()  # its inventory groups in file order (secret scopes)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self.target), "labels": dict(self.labels)}
+        return {
+            **asdict(self.target),
+            "labels": dict(self.labels),
+            "values": dict(self.values),
+            "groups": list(self.groups),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HostInfo:
         target = Target(data["name"], data["kind"], data["address"], int(data.get("port", 0)))
-        return cls(target.name, target, dict(data.get("labels", {})))
+        return cls(
+            target.name,
+            target,
+            dict(data.get("labels", {})),
+            dict(data.get("values", {})),
+            tuple(data.get("groups", ())),
+        )
+
+    def render_values(self) -> values_mod.HostValues:
+        return values_mod.HostValues(self.name, dict(self.labels), dict(self.values))
 
 
 def hosts_of(rollout: Rollout) -> list[HostInfo]:
@@ -236,6 +293,16 @@ def hosts_of(rollout: Rollout) -> list[HostInfo]:
 
 def options_of(rollout: Rollout) -> Options:
     return Options.from_json(rollout.options.get("flags", {}))
+
+
+def specs_of(rollout: Rollout) -> dict[str, pb.RevisionSpec]:
+    """Each host's spec (the same one for every host when nothing differed per host)."""
+    common = pb.RevisionSpec.FromString(rollout.spec)
+    per_host = rollout.options.get("host_specs", {})
+    return {
+        h: pb.RevisionSpec.FromString(base64.b64decode(per_host[h])) if h in per_host else common
+        for h in rollout.plan.hosts()
+    }
 
 
 def default_owner() -> str:
@@ -326,6 +393,43 @@ async def resolve_images(fleet: Fleet, release: spec_mod.Release, hosts: Sequenc
     )
 
 
+async def host_specs(
+    release: spec_mod.Release,
+    hosts: Sequence[HostInfo],
+    digests: Mapping[str, str],
+    secrets: secrets_mod.SecretStore | None,
+    *,
+    pin: bool = True,
+) -> dict[str, pb.RevisionSpec]:
+    """Each host's RevisionSpec: the release rendered with its values, images pinned (unless not `pin`:
+    a dry run), and the versions of the secrets it gets (ValuesError / SecretError name the host and
+    what is missing)."""
+    rendered = values_mod.render_all(release, [h.render_values() for h in hosts])
+    names = secrets_mod.release_secrets(release)
+    if names and secrets is None:
+        raise ControllerError("the release uses secrets, but no secret store is available")
+    out: dict[str, pb.RevisionSpec] = {}
+    for h in hosts:
+        mine = rendered[h.name].pinned(digests) if pin else rendered[h.name]
+        if names and secrets is not None:
+            mine = secrets_mod.with_versions(mine, await secrets.versions_for(names, h.name, h.groups))
+        out[h.name] = spec_mod.revision_spec(mine)
+    return out
+
+
+def plan_windows(options: Options, hosts: Sequence[HostInfo]) -> None:
+    """Every host's windows parse and are ever long enough (UsageError / ControllerError otherwise)."""
+    need = options.switch_needs()
+    for h in hosts:
+        options.window("download", h.values)
+        apply = options.window("apply", h.values)
+        if apply is not None and apply.next_fit(time.time(), need) is None:
+            raise ControllerError(
+                f"{h.name}: the apply window {apply.text!r} is never open for {need:g}s"
+                " (min-healthy + deadline: what a switch may take)"
+            )
+
+
 async def create(
     journal: Journal,
     fleet: Fleet,
@@ -335,22 +439,33 @@ async def create(
     *,
     owner: str | None = None,
     rollout_id: str | None = None,
+    secrets: secrets_mod.SecretStore | None = None,
 ) -> Rollout:
-    """Plan, pin the images, journal the rollout (state planned). Nothing happens on any host."""
+    """Plan, pin the images, render each host's spec, journal the rollout (state planned). Nothing
+    happens on any host."""
     if not hosts:
         raise ControllerError("no hosts selected: say which with -H or --selector")
     plan = plan_mod.make_plan([plan_mod.PlanHost(h.name, h.labels) for h in hosts], options.plan_options())
+    plan_windows(options, hosts)
+    values_mod.render_all(release, [h.render_values() for h in hosts])  # a missing value: before any call
     digests = await resolve_images(fleet, release, [h.name for h in hosts])
-    spec = spec_mod.revision_spec(release.pinned(digests))
+    specs = await host_specs(release, hosts, digests, secrets)
+    first = specs[hosts[0].name].SerializeToString(deterministic=True)
+    extra: dict[str, Any] = {}
+    if any(s.SerializeToString(deterministic=True) != first for s in specs.values()):
+        extra["host_specs"] = {
+            h: base64.b64encode(s.SerializeToString(deterministic=True)).decode() for h, s in specs.items()
+        }
     rollout = Rollout(
         id=rollout_id or new_rollout_id(),
         release=release.name,
-        spec=spec.SerializeToString(deterministic=True),
+        spec=first,
         options={
             "flags": options.to_json(),
             "hosts": [h.to_json() for h in hosts],
             "images": digests,
             "source": release.source,
+            **extra,
         },
         plan=plan,
         state=RolloutState.PLANNED,
@@ -376,6 +491,8 @@ class Engine:
         watch_grace: float = WATCH_GRACE,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        time_source: windows_mod.Clock | None = None,
+        secrets: secrets_mod.SecretStore | None = None,
     ) -> None:
         self.journal = journal
         self.fleet = fleet
@@ -383,8 +500,12 @@ class Engine:
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
         self.watch_grace = watch_grace
-        self._sleep = sleep
-        self._clock = clock
+        self._sleep = sleep  # lease renewal, --delay
+        self._clock = time_source.now if time_source is not None else clock
+        # waits for windows and update locks (a controllable clock in tests)
+        self._wait = time_source.sleep if time_source is not None else sleep
+        self.secrets = secrets
+        self._waiting: dict[str, str] = {}  # host → what it waits for (the rollout's reason says it)
         self._tokens: dict[str, str] = {}
         self._state = RolloutState.PLANNED
         self._reason = ""
@@ -415,6 +536,8 @@ class Engine:
                 )
         self.rollout = r
         self.spec = pb.RevisionSpec.FromString(r.spec)
+        self.specs = specs_of(r)
+        self.host_values = {h.name: dict(h.values) for h in hosts_of(r)}
         self.options = options_of(r)
         self.plan = r.plan
         self.hosts = [h.name for h in hosts_of(r)] or list(r.plan.hosts())
@@ -441,6 +564,10 @@ class Engine:
         self._emit_state()
         try:
             refused = await self._lease_all(takeover)
+            if refused and r.state is RolloutState.PLANNED and " is held by " not in refused:
+                # only expired leases (a crashed rollout's) stand in the way: resumable, and the resume
+                # takes them over, as the agent's refusal says
+                raise Stopped(RolloutState.PAUSED, f"{refused}; take them over with `rollout resume {r.id}`")
             if refused:
                 raise Stopped(
                     RolloutState.FAILED if r.state is RolloutState.PLANNED else r.state,
@@ -599,13 +726,19 @@ class Engine:
         api = self.fleet.releases(host)
         revision = 0
         try:
+            await self._wait_window(host, "download", 0.0, Step.STAGING)
             if host not in self._tokens:  # unreachable when the rollout leased: lease it now
                 refused = await self._lease_one(host, self._takeover)
                 if refused:
                     raise ControllerError(refused)
+            spec = self.specs.get(host, self.spec)
+            materials = await self._materials(spec)
             async with asyncio.timeout(STAGE_TIMEOUT):
                 async for p in api.stage(
-                    self.spec, lease_token=self._tokens.get(host, ""), rollout_id=self.rollout.id
+                    spec,
+                    lease_token=self._tokens.get(host, ""),
+                    rollout_id=self.rollout.id,
+                    **({"materials": materials} if materials else {}),
                 ):
                     if p.done:
                         revision = p.revision
@@ -633,6 +766,7 @@ class Engine:
                 if not ours:
                     await self._activate(api, host, revision, token)
             elif step is Step.STAGED:
+                await self._wait_window(host, "apply", self.options.switch_needs(), Step.STAGED)
                 await self._record([StepUpdate(host, Step.ACTIVATING)])
                 await self._activate(api, host, revision, token)
             if step in (Step.STAGED, Step.ACTIVATING):
@@ -650,18 +784,106 @@ class Engine:
         await self._record([StepUpdate(host, Step.COMMITTED)], phase=state.phase, digests=state.image_digests)
 
     async def _activate(self, api: Releases, host: str, revision: int, token: str) -> None:
+        """Activate; while the host's update lock is held, wait (inside the apply window) and try again
+        until --lock-timeout, then fail or (--force) switch anyway."""
         timeout = (
             self.options.watch_timeout(self.watch_grace) + CALL_TIMEOUT
         )  # the switch waits for dependencies to start
-        activated = await api.activate(
-            self.rollout.release,
-            revision,
-            policy=self.options.policy(),
-            lease_token=token,
-            rollout_id=self.rollout.id,
-            timeout=timeout,
-        )
+        limit = self.options.lock_timeout
+        if limit is None and self.options.force:
+            limit = 0.0
+        locked_since: float | None = None
+        force = False
+        while True:
+            try:
+                activated = await api.activate(
+                    self.rollout.release,
+                    revision,
+                    policy=self.options.policy(),
+                    lease_token=token,
+                    rollout_id=self.rollout.id,
+                    timeout=timeout,
+                    **({"force": True} if force else {}),
+                )
+                break
+            except AgentCallError as exc:
+                if exc.code != "FAILED_PRECONDITION" or " is locked by " not in exc.message:
+                    raise
+                now = self._clock()
+                if locked_since is None:
+                    locked_since = now
+                    await self._record([StepUpdate(host, Step.ACTIVATING, detail=f"waiting: {exc.message}")])
+                if limit is not None and now - locked_since >= limit:
+                    if not self.options.force:
+                        raise ControllerError(
+                            f"{exc.message} (for longer than --lock-timeout {limit:g}s)"
+                        ) from None
+                    self._message(f"{host}: switching despite the update lock (--force): {exc.message}")
+                    force = True
+                    continue
+                await self._set_waiting(host, f"{host} locked ({exc.message})")
+                await self._wait(LOCK_RETRY)
+                await self._interrupted()
+                await self._wait_window(host, "apply", self.options.switch_needs(), Step.ACTIVATING)
+        await self._set_waiting(host, "")
         self._host_event(host, Step.ACTIVATING, state=activated.state)
+
+    async def _materials(self, spec: pb.RevisionSpec) -> list[Material]:
+        """The values of the secrets (name, version) the host's spec names; never journaled."""
+        wanted = {(f.name, f.version) for c in spec.containers for f in c.secrets}
+        if not wanted:
+            return []
+        if self.secrets is None:
+            raise ControllerError("the release uses secrets, but no secret store is available")
+        return await self.secrets.materials(wanted)
+
+    # -- windows ---------------------------------------------------------------------------------------
+
+    async def _wait_window(self, host: str, kind: str, need: float, step: Step) -> None:
+        """Return when the host may act: inside its `kind` window with `need` seconds left. Meanwhile the
+        rollout's reason and the host's step say until when; pause/abort are noticed every WAIT_STEP."""
+        window = self.options.window(kind, self.host_values.get(host, {}))
+        if window is None:
+            return
+        told = 0.0
+        while True:
+            now = self._clock()
+            fit = window.next_fit(now, need)
+            if fit is None:
+                raise ControllerError(f"the {kind} window {window.text!r} is never open for {need:g}s")
+            start = fit[0]
+            if start <= now:
+                if told:
+                    await self._set_waiting(host, "")
+                return
+            if told != start:
+                told = start
+                until = window.describe(start)
+                why = f"waiting for the {kind} window {window.text!r}: opens {until}"
+                if kind == "apply" and window.open_at(now) is not None:
+                    why = (
+                        f"waiting for the apply window {window.text!r}: not {need:g}s left before it closes;"
+                        f" next at {until}"
+                    )
+                await self._record([StepUpdate(host, step, detail=why)])
+                await self._set_waiting(host, why)
+            await self._wait(min(WAIT_STEP, start - now))
+            await self._interrupted()
+
+    async def _set_waiting(self, host: str, why: str) -> None:
+        """Keep the rollout's reason on what its hosts wait for (`rollout status` shows it)."""
+        if why:
+            self._waiting[host] = why
+        elif self._waiting.pop(host, None) is None:
+            return
+        reason = ""
+        if self._waiting:
+            first = next(iter(self._waiting.values()))
+            more = f" (+{len(self._waiting) - 1} more hosts waiting)" if len(self._waiting) > 1 else ""
+            reason = first + more
+        self._reason = reason
+        await self.journal.set_state(self.rollout.id, self._state, reason, expect=[self._state])
+        self._emit_state()
 
     async def _watch(self, api: Releases, host: str, revision: int) -> tuple[Step, str]:
         """(VERIFIED | REVERTED | FAILED, why): the agent's verdict on `revision`, or FAILED after the
@@ -834,8 +1056,14 @@ class Engine:
 async def _together(*work: Coroutine[Any, Any, T]) -> list[T]:
     """Run the coroutines at once; if one raises (a bug, or the journal failing), the rest are cancelled
     rather than left acting on hosts behind the error."""
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(w) for w in work]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(w) for w in work]
+    except BaseExceptionGroup as group:  # a pause/abort noticed by one host's wait stops them all
+        stops = [e for e in group.exceptions if isinstance(e, Stopped)]
+        if stops and len(stops) == len(group.exceptions):
+            raise stops[0] from None
+        raise
     return [task.result() for task in tasks]
 
 

@@ -189,7 +189,7 @@ def redact(url: str) -> str:
 # ---- SQL shared by both stores ---------------------------------------------------------------------
 
 # (sqlite type, postgresql type)
-_TYPES = {
+TYPES = _TYPES = {
     "BLOB": ("BLOB", "BYTEA"),
     "FLOAT": ("REAL", "DOUBLE PRECISION"),
     "INT": ("INTEGER", "BIGINT"),
@@ -270,6 +270,11 @@ class _SqlJournal(ABC):
 
     async def _do(self, work: Callable[[Exec], T], *, write: bool) -> T:
         return await asyncio.to_thread(self._sync, work, write)
+
+    async def run(self, work: Callable[[Exec], T], *, write: bool) -> T:
+        """`work` in one transaction of this database (other controller tables kept next to the journal's:
+        controller/rollout/secrets.py). Statements use `?` parameters; `TYPES[...][dialect]` names types."""
+        return await self._do(work, write=write)
 
     def _create_schema(self, execute: Exec, dialect: int) -> None:
         for statement in _SCHEMA:
@@ -409,6 +414,8 @@ class _SqlJournal(ABC):
 class SqliteJournal(_SqlJournal):
     """The journal in one SQLite file (WAL: `rollout status` reads while a rollout writes)."""
 
+    dialect = 0
+
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)
         self.path = path
@@ -453,6 +460,8 @@ class PostgresJournal(_SqlJournal):
     """The journal in a PostgreSQL database shared by a team's controllers (psycopg 3).
 
     A dropped connection (server restart, network) is reopened once per call before the call fails."""
+
+    dialect = 1
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)

@@ -63,10 +63,25 @@ class SpecError(ControllerError):
 
 
 @dataclass(frozen=True)
+class SecretUse:
+    """A secret a container reads as the file /run/secrets/TARGET (controller/rollout/secrets.py stores
+    the values; `version` is filled per host at plan time and is part of the spec digest)."""
+
+    name: str
+    target: str = ""  # "" = name
+    mode: int = 0o400
+    uid: int = 0
+    gid: int = 0
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class ReleaseContainer:
     name: str
     config: ContainerConfig
     depends_on: tuple[str, ...] = ()
+    secrets: tuple[SecretUse, ...] = ()
+    update_lock: bool = False  # the container may hold /run/dockyard/locks/RELEASE.lock
 
 
 @dataclass(frozen=True)
@@ -114,8 +129,20 @@ def revision_spec(release: Release) -> pb.RevisionSpec:
     """The release on the wire, in canonical form (containers by name, dependencies sorted), digest set."""
     spec = pb.RevisionSpec(release=release.name)
     for c in sorted(release.containers, key=lambda c: c.name):
+        files = [
+            pb.SecretFile(
+                name=u.name, version=u.version, target=u.target or u.name, mode=u.mode, uid=u.uid, gid=u.gid
+            )
+            for u in sorted(c.secrets, key=lambda u: u.target or u.name)
+        ]
         spec.containers.append(
-            pb.ReleaseContainer(name=c.name, config=config_message(c.config), depends_on=sorted(c.depends_on))
+            pb.ReleaseContainer(
+                name=c.name,
+                config=config_message(c.config),
+                depends_on=sorted(c.depends_on),
+                secrets=files,
+                update_lock=c.update_lock,
+            )
         )
     spec.spec_digest = spec_digest(spec)
     return spec
@@ -428,6 +455,14 @@ def _signal(value: object) -> str:
     return text
 
 
+def _file_mode(value: object) -> int:
+    """A file mode: an integer written in octal (0o400) or a string of octal digits ("0400")."""
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,3}", value):
+        return int(value, 8)
+    value = _integer(0, 0o777)(value)
+    return int(value)
+
+
 def _image(value: object) -> str:
     text = _string(value)
     try:
@@ -496,7 +531,9 @@ _REFUSED = {
     "auto_remove": "a release keeps its containers to go back to (no --rm)",
     "detach": "a release's containers always run detached",
 }
-_CONTAINER_KEYS = sorted({*_OPTIONS, *_ALIASES, "health", "depends_on"})
+_CONTAINER_KEYS = sorted({*_OPTIONS, *_ALIASES, "health", "depends_on", "secrets", "update_lock"})
+_SECRET_KEYS = ("name", "target", "mode", "uid", "gid")
+SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
@@ -549,6 +586,8 @@ class _Parser:
         fields: dict[str, Any] = {}
         written: dict[str, str] = {}  # canonical key → as written
         depends_on: tuple[str, ...] = ()
+        secrets: tuple[SecretUse, ...] = ()
+        update_lock = False
         for key, value in spec.items():
             path = (*where, key)
             canonical = _ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
@@ -561,6 +600,10 @@ class _Parser:
                 fields.update(self.health(path, value))
             elif canonical == "depends_on":
                 depends_on = self.checked(path, value, _strings)
+            elif canonical == "secrets":
+                secrets = self.secrets(path, value)
+            elif canonical == "update_lock":
+                update_lock = self.checked(path, value, _boolean)
             elif canonical in _OPTIONS:
                 field, check = _OPTIONS[canonical]
                 fields[field] = self.checked(path, value, check)
@@ -579,7 +622,42 @@ class _Parser:
                 raise self.error((*where, written.get("env_file", "env")), exc.message) from None
         image = fields.pop("image")
         command = fields.pop("command", ())
-        return ReleaseContainer(name, ContainerConfig(image, command, **fields), depends_on)
+        config = ContainerConfig(image, command, **fields)
+        return ReleaseContainer(name, config, depends_on, secrets, update_lock)
+
+    def secrets(self, path: tuple[str, ...], value: object) -> tuple[SecretUse, ...]:
+        """`secrets = ["db_password"]` or `[[containers.C.secrets]]` tables (name, target, mode, uid, gid)."""
+        if not isinstance(value, list):
+            raise self.error(path, f"expected an array of secret names or tables, got {_type_name(value)}")
+        out: list[SecretUse] = []
+        for item in value:
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict):
+                raise self.error(path, f"expected a secret name or a table, got {_type_name(item)}")
+            for key in item:
+                if key not in _SECRET_KEYS:
+                    raise self.error((*path, key), "unknown key" + _did_you_mean(key, list(_SECRET_KEYS)))
+            if "name" not in item:
+                raise self.error((*path, "name"), "missing (the secret's name)")
+            name = self.checked((*path, "name"), item["name"], _string)
+            target = self.checked((*path, "target"), item.get("target", name), _string)
+            for what, text in (("name", name), ("target", target)):
+                if not SECRET_NAME_RE.match(text):
+                    raise self.error(
+                        (*path, what), f"invalid secret {what} {text!r}: expected [A-Za-z0-9][A-Za-z0-9_.-]*"
+                    )
+            use = SecretUse(
+                name,
+                target,
+                self.checked((*path, "mode"), item.get("mode", 0o400), _file_mode),
+                self.checked((*path, "uid"), item.get("uid", 0), _integer(0, (1 << 32) - 2)),
+                self.checked((*path, "gid"), item.get("gid", 0), _integer(0, (1 << 32) - 2)),
+            )
+            if any(u.target == use.target for u in out):
+                raise self.error(path, f"two secrets would be the file /run/secrets/{use.target}")
+            out.append(use)
+        return tuple(out)
 
     def health(self, path: tuple[str, ...], value: object) -> dict[str, Any]:
         if not isinstance(value, dict):

@@ -50,6 +50,10 @@ class FakeAgent:
     rollbacks: int = 0
     lease_calls: int = 0
     held: _Lease | None = None  # the lease
+    locked: str = ""  # the update lock's holder: Activate refuses unless forced
+    forced: int = 0  # Activate calls with force
+    materials: list[Any] = field(default_factory=list)  # secret values received with Stage
+    staged_specs: list[pb.RevisionSpec] = field(default_factory=list)
     unleased: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -97,10 +101,17 @@ class FakeAgent:
             self.unleased += 1
 
     async def stage(
-        self, spec: pb.RevisionSpec, *, lease_token: str = "", rollout_id: str = ""
+        self,
+        spec: pb.RevisionSpec,
+        *,
+        lease_token: str = "",
+        rollout_id: str = "",
+        materials: Any = (),
     ) -> AsyncIterator[StageProgress]:
         self._check()
         self._token_ok(lease_token)
+        self.materials.extend(materials)
+        self.staged_specs.append(spec)
         if self.stage_error:
             raise AgentCallError(self.stage_error, "RESOURCE_EXHAUSTED", self.name)
         number = self.revisions.setdefault(spec.spec_digest, len(self.revisions) + 1)
@@ -117,9 +128,15 @@ class FakeAgent:
         lease_token: str = "",
         rollout_id: str = "",
         timeout: float | None = None,
+        force: bool = False,
     ) -> Activated:
         self._check()
         self._token_ok(lease_token)
+        if self.locked and not force:
+            raise AgentCallError(
+                f"release {release} is locked by {self.locked}", "FAILED_PRECONDITION", self.name
+            )
+        self.forced += force
         s = self.state
         if s.active_revision == revision:
             return Activated(s, False)
