@@ -66,13 +66,24 @@ def validate(document: Any, source: str) -> None:
         expected = error.validator_value
         names = " or ".join(expected) if isinstance(expected, list) else str(expected)
         problem = f"must be {names}, not {_type_name(error.instance)}"
-    elif error.validator == "required":
-        problem = str(error.message)
+    elif error.validator in ("oneOf", "anyOf") and _types(error.validator_value):
+        problem = f"must be {' or '.join(_types(error.validator_value))}, not {_type_name(error.instance)}"
     else:
         problem = str(error.message)
         if len(problem) > 160:
             problem = problem[:157] + "..."
     raise ComposeError(source, path, problem)
+
+
+def _types(alternatives: Any) -> list[str]:
+    """The JSON types a oneOf/anyOf allows, when its branches name them."""
+    found: list[str] = []
+    for branch in alternatives if isinstance(alternatives, list) else []:
+        kind = branch.get("type") if isinstance(branch, dict) else None
+        for name in kind if isinstance(kind, list) else [kind] if kind else []:
+            if name not in found:
+                found.append(str(name))
+    return found
 
 
 # ---- the supported subset -----------------------------------------------------------------------------
