@@ -384,13 +384,29 @@ async def resolve_images(fleet: Fleet, release: spec_mod.Release, hosts: Sequenc
     for host in hosts:
         try:
             for ref in wanted:
-                digests[ref] = await fleet.resolve(host, ref)
+                try:
+                    digests[ref] = await fleet.resolve(host, ref)
+                except AgentCallError as exc:
+                    raise _unresolved(release, ref, host, exc) from None
             return digests
         except ConnectError as exc:
             unreachable.append(f"{host}: {exc.message}")
     raise ControllerError(
         "cannot resolve the images' tags: no selected host answered (" + "; ".join(unreachable) + ")"
     )
+
+
+def _unresolved(release: spec_mod.Release, ref: str, host: str, exc: AgentCallError) -> ControllerError:
+    """A tag the registry refused as a release-file error at the first container naming it
+    (`web.toml:3: containers.app.image: REF: not found in the registry`): the file is what to fix."""
+    container = next(c.name for c in release.containers if c.config.image == ref)
+    if exc.code == "NOT_FOUND":
+        problem = f"{ref}: not found in the registry"
+        if "HTTP 404" not in exc.message:  # e.g. no manifest for the host's platform: say which
+            problem += f" ({host}: {exc.message})"
+    else:
+        problem = f"{ref}: cannot resolve it ({host}: {exc.message})"
+    return release.error(container, "image", problem)
 
 
 async def host_specs(
@@ -493,6 +509,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         time_source: windows_mod.Clock | None = None,
         secrets: secrets_mod.SecretStore | None = None,
+        wait_step: float = WAIT_STEP,
     ) -> None:
         self.journal = journal
         self.fleet = fleet
@@ -505,6 +522,7 @@ class Engine:
         # waits for windows and update locks (a controllable clock in tests)
         self._wait = time_source.sleep if time_source is not None else sleep
         self.secrets = secrets
+        self.wait_step = wait_step
         self._waiting: dict[str, str] = {}  # host → what it waits for (the rollout's reason says it)
         self._tokens: dict[str, str] = {}
         self._state = RolloutState.PLANNED
@@ -867,7 +885,7 @@ class Engine:
                     )
                 await self._record([StepUpdate(host, step, detail=why)])
                 await self._set_waiting(host, why)
-            await self._wait(min(WAIT_STEP, start - now))
+            await self._wait(min(self.wait_step, start - now))
             await self._interrupted()
 
     async def _set_waiting(self, host: str, why: str) -> None:
