@@ -32,7 +32,7 @@ from agent.trust import policy as policy_mod
 from agent.trust import signatures as sigs
 from agent.trust.policy import DEFAULT_POLICY, Policy
 from agent.trust.signatures import StoredSignature
-from agent.trust.verify import ImageFacts, Verdict, judge
+from agent.trust.verify import ImageFacts, Verdict, VerifiedCache, judge
 
 log = agent.log.get(__name__)
 
@@ -108,6 +108,7 @@ class TrustManager:
         self.config_dir = config_dir
         self.images = images
         self._lock = threading.Lock()
+        self._verified = VerifiedCache()
         self._key: _FileKey = _file_key(path)
         self._policy = self._read() if self._key is not None else DEFAULT_POLICY
         self._refused = ""
@@ -180,7 +181,8 @@ class TrustManager:
         )
         stored_names = self.images.names_of(digest) if record else []
         signatures = self.images.signatures.for_image(digest)
-        verdicts = tuple(judge(current, n, facts, signatures) for n in judged_names(reference, stored_names))
+        names = judged_names(reference, stored_names)
+        verdicts = tuple(judge(current, n, facts, signatures, self._verified) for n in names)
         return Judgement(reference, digest, verdicts)
 
     async def verify(self, reference: str) -> Judgement:

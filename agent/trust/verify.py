@@ -22,6 +22,31 @@ from agent.trust.policy import Kind, Policy, TrustKey
 from agent.trust.signatures import StoredSignature, check_link
 
 NO_KEY = "no signature by a listed key"
+VERIFIED_CACHE_SIZE = 4096
+
+
+class VerifiedCache:
+    """Remembers which (payload, signature, key) triples verified, so the check on the hot path (every
+    run of a signed image) does the ECDSA verification once. Keyed by the exact bytes: a changed payload
+    or signature is a different entry, verified afresh."""
+
+    def __init__(self, size: int = VERIFIED_CACHE_SIZE) -> None:
+        self.size = size
+        self._seen: dict[tuple[bytes, str, str], bool] = {}
+
+    def verify(self, key: TrustKey, der: bytes, sig: StoredSignature) -> bool:
+        entry = (sig.payload, sig.signature, key.fingerprint)
+        known = self._seen.get(entry)
+        if known is None:
+            try:
+                key.public_key.verify(der, sig.payload, ec.ECDSA(hashes.SHA256()))
+                known = True
+            except InvalidSignature:
+                known = False
+            if len(self._seen) >= self.size:
+                self._seen.clear()
+            self._seen[entry] = known
+        return known
 
 
 @dataclass(frozen=True)
@@ -66,7 +91,13 @@ class Verdict:
         return f"image {self.image} {word} by trust policy {self.rule}: {self.reason}"
 
 
-def judge(policy: Policy, name: str, image: ImageFacts, signatures: Sequence[StoredSignature]) -> Verdict:
+def judge(
+    policy: Policy,
+    name: str,
+    image: ImageFacts,
+    signatures: Sequence[StoredSignature],
+    cache: VerifiedCache | None = None,
+) -> Verdict:
     """The verdict for `image` run under `name` (a fully qualified reference, or "" for none)."""
     rule = policy.rule_for(name) if name else None
     if rule is None:
@@ -82,7 +113,7 @@ def judge(policy: Policy, name: str, image: ImageFacts, signatures: Sequence[Sto
         if listed:
             return Verdict(name, image.digest, True, rule.scope, rule.policy, f"{listed[0]} is listed")
         return Verdict(name, image.digest, False, rule.scope, rule.policy, "its digest is not listed")
-    key, reason = check_signatures(signatures, image.digest, rule.keys)
+    key, reason = check_signatures(signatures, image.digest, rule.keys, cache or VerifiedCache())
     if key is None:
         return Verdict(name, image.digest, False, rule.scope, rule.policy, reason)
     return Verdict(
@@ -91,7 +122,10 @@ def judge(policy: Policy, name: str, image: ImageFacts, signatures: Sequence[Sto
 
 
 def check_signatures(
-    signatures: Sequence[StoredSignature], image_digest: str, keys: Sequence[TrustKey]
+    signatures: Sequence[StoredSignature],
+    image_digest: str,
+    keys: Sequence[TrustKey],
+    cache: VerifiedCache,
 ) -> tuple[TrustKey | None, str]:
     """(the key that verifies one of the signatures, "") or (None, why none does)."""
     if not signatures:
@@ -111,11 +145,8 @@ def check_signatures(
             problems.append(exc.message)
             continue
         for key in keys:
-            try:
-                key.public_key.verify(der, sig.payload, ec.ECDSA(hashes.SHA256()))
-            except InvalidSignature:
-                continue
-            return key, ""
+            if cache.verify(key, der, sig):
+                return key, ""
     if problems:
         return None, f"{NO_KEY} ({problems[0]})"
     return None, f"{NO_KEY} ({len(signatures)} signature(s), none verifies with the rule's keys)"

@@ -11,7 +11,7 @@ import pytest
 from agent.oci import cosign
 from agent.trust.policy import Kind, parse
 from agent.trust.signatures import StoredSignature
-from agent.trust.verify import ImageFacts, judge
+from agent.trust.verify import ImageFacts, VerifiedCache, judge
 from tests.support import cosign_openssl
 from tests.support.cosign_openssl import OpensslKey
 
@@ -140,3 +140,21 @@ def test_dockyard_payloads_verify_with_openssl(tmp_path: Path, keys: tuple[Opens
     assert json.loads(body) == json.loads(cosign_openssl.payload(REPO, IMAGE))
     assert cosign.parse_payload(body).digest == IMAGE
     assert cosign.signature_tag(IMAGE) == "sha256-" + "1" * 64 + ".sig"
+
+
+def test_the_verification_cache_never_vouches_for_changed_bytes(
+    tmp_path: Path, keys: tuple[OpensslKey, OpensslKey]
+) -> None:
+    ci, _ = keys
+    policy = parse(_policy(tmp_path, ci), config_dir=tmp_path)
+    cache = VerifiedCache(size=2)
+    good = _signed(ci, tmp_path)
+    assert judge(policy, NAME, ImageFacts(IMAGE), [good], cache).allowed
+    assert judge(policy, NAME, ImageFacts(IMAGE), [good], cache).allowed  # from the cache
+    altered = good.payload.replace(b'"optional":null', b'"optional":{"x":"y"}')
+    tampered = StoredSignature(IMAGE, IMAGE, altered, good.signature, b"", "test")
+    assert not judge(policy, NAME, ImageFacts(IMAGE), [tampered], cache).allowed
+    for n in range(3):  # a full cache starts over rather than growing
+        other = _signed(ci, tmp_path, digest="sha256:" + str(n + 3) * 64)
+        judge(policy, NAME, ImageFacts(other.image_digest), [other], cache)
+    assert len(cache._seen) <= 2
