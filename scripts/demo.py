@@ -20,6 +20,7 @@ line, the containers' cgroups by id, the namespaces, veths and bridge by name, t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -417,7 +418,15 @@ def _stop(pids: list[int]) -> None:
         for pid in alive:
             signal_pid(pid, sig)
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda a=alive: not any(_alive(p) for p in a), grace, "demo processes")
+            wait_until(functools.partial(_all_gone, alive), grace, "demo processes")
+
+
+def _all_gone(pids: list[int]) -> bool:
+    return not any(_alive(p) for p in pids)
+
+
+def _cgroup_empty(group: Path) -> bool:
+    return not group.exists() or not (group / "cgroup.procs").read_text().strip()
 
 
 def clean(*, quiet: bool = False) -> int:
@@ -433,9 +442,7 @@ def clean(*, quiet: bool = False) -> int:
         kill_namespace(ns)
     for group in sorted(groups, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
-            wait_until(
-                lambda g=group: not g.exists() or not (g / "cgroup.procs").read_text().strip(), 5, str(group)
-            )
+            wait_until(functools.partial(_cgroup_empty, group), 5, str(group))
             group.rmdir()
     for host in demo_hosts():
         sh("ip", "link", "del", host.veth, check=False)
