@@ -30,7 +30,15 @@ from typing import Any
 
 import grpc
 
-from agent.api.v1 import events_pb2, events_pb2_grpc, images_pb2, images_pb2_grpc, releases_pb2_grpc
+from agent.api.v1 import (
+    containers_pb2,
+    containers_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    releases_pb2_grpc,
+)
 from agent.api.v1 import releases_pb2 as rpb
 from controller import inventory, pki
 from tests.support.agent import AgentProcess, config_text, run_cli, wait_for
@@ -332,7 +340,7 @@ class AgentFleet:
             host.restore()
         try:
             if host.agent is not None:
-                _remove_containers(host.agent, self.config_dir)
+                _remove_containers(host.agent)
                 sweep_agent(host.agent, host.cgroup_parent)
                 host.agent.release()
         except Exception as exc:  # go on with the rest of this host, and the other hosts
@@ -342,15 +350,15 @@ class AgentFleet:
                 subprocess.run(["umount", "-l", str(host.data_root)], check=False)
 
 
-def _remove_containers(agent: AgentProcess, config_dir: Path) -> None:
+def _remove_containers(agent: AgentProcess) -> None:
+    """Every container, removed by the agent itself (over its socket: no CLI process per call)."""
     if not agent.running:
         return
-    with contextlib.suppress(Exception):
-        ids = run_cli(
-            config_dir, "ps", "-aq", "--no-trunc", host=agent.unix_target, timeout=30
-        ).stdout.split()
-        if ids:
-            run_cli(config_dir, "rm", "-f", *ids, host=agent.unix_target, timeout=120)
+    with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(f"unix:{agent.socket}") as ch:
+        stub = containers_pb2_grpc.ContainersStub(ch)
+        for c in stub.List(containers_pb2.ListContainersRequest(all=True), timeout=30).containers:
+            with contextlib.suppress(grpc.RpcError):
+                stub.Remove(containers_pb2.RemoveContainerRequest(container=c.id, force=True), timeout=60)
 
 
 @contextlib.contextmanager

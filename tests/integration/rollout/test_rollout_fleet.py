@@ -347,17 +347,21 @@ def test_a_second_rollout_of_the_same_release_is_refused_with_the_holder(env: En
 
 def test_an_expired_lease_of_a_crashed_rollout_is_taken_over_by_rollout_resume(env: Env) -> None:
     """A controller that died holding the release leaves its lease on the agents (planted here through the
-    agent's API as that controller would have left it, with a 1 s lifetime instead of a minute)."""
+    agent's API as that controller would have left it; its last renewal with a short lifetime, so the test
+    does not wait out a minute)."""
     hosts = [env.host("dyf-h5"), env.host("dyf-h6")]
     targets = ",".join(h.name for h in hosts)
-    leases = [h.lease("takeover", owner="alice@laptop", rollout_id="r-crashed", ttl=1.0) for h in hosts]
+    for h in hosts:
+        h.lease("takeover", owner="alice@laptop", rollout_id="r-crashed", ttl=60)
     release = env.release_file("takeover", "v1")
     flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "0s", "--deadline", "20s")
 
     live = env.apply(targets, release, *flags)
     assert live.code == 1 and live.final_state() == "failed", live.text  # a live holder: refused for good
-    assert "held by alice@laptop (rollout r-crashed)" in live.stderr + live.stdout, live.text
+    assert "is held by alice@laptop (rollout r-crashed)" in live.stderr + live.stdout, live.text
 
+    # the crashed controller's last renewal ran out (the same rollout renewing with a short lifetime)
+    leases = [h.lease("takeover", owner="alice@laptop", rollout_id="r-crashed", ttl=0.2) for h in hosts]
     expires = max(lease.expires_at.ToNanoseconds() for lease in leases) / 1e9
     wait_until(lambda: time.time() > expires + 0.1, 10, "the crashed rollout's leases to expire")
     expired = env.apply(targets, release, *flags)
