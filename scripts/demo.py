@@ -150,13 +150,6 @@ class Runner:
             raise Failed(f"`{command}` exited with {out.returncode}")
         return out.returncode, out.stdout or ""
 
-    def quiet(self, *argv: str) -> str:
-        """A command the demo needs an answer from, not shown (a check of what the shown ones did)."""
-        out = subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise Failed(f"{' '.join(argv)}: {out.stderr.strip() or out.returncode}")
-        return out.stdout
-
 
 # -- up ----------------------------------------------------------------------------------------------
 
@@ -345,11 +338,9 @@ def up() -> int:
         if set(seen.values()) != {"v2"}:
             raise Failed(f"pages after v3: {seen}")
         runner.run("dockyard -H all release ls")
-    except (Failed, TimeoutError, subprocess.SubprocessError, OSError) as exc:
-        print(
-            f"\nmake demo failed: {exc}\n(what it made stays for a look; `make demo-clean` removes it)",
-            file=sys.stderr,
-        )
+    except (Failed, RuntimeError, subprocess.SubprocessError, OSError, KeyboardInterrupt) as exc:
+        print(f"\nmake demo failed: {exc or type(exc).__name__}", file=sys.stderr)
+        print("(what it made stays for a look; `make demo-clean` removes it)", file=sys.stderr)
         return 1
     bin_dir = REPO / ".venv" / "bin"
     print(f"\n{BOLD}The demo fleet is running{RESET} ({time.monotonic() - started:.0f} s). Use it:")
