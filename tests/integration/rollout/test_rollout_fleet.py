@@ -263,8 +263,8 @@ def resume(env: Env, rollout_id: str) -> Rollout:
 
 def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: Env) -> None:
     """dyf-h3 gets a release that is unhealthy there (flag file), dyf-h6 one that is healthy; both links are
-    cut right after the switch. The agents decide alone; the controller counts both hosts as failed once
-    its watch times out."""
+    cut right after the switch (with --min-healthy 3s, well before either can be verified). The agents
+    decide alone; the controller counts both hosts as failed once its watch times out (deadline + grace)."""
     bad, good = env.host("dyf-h3"), env.host("dyf-h6")
     targets = f"{bad.name},{good.name}"
     before = env.baseline("cut", "v2", targets)
@@ -272,7 +272,7 @@ def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: 
     assert r.returncode == 0, r.stderr
     (bad.volume_dir("cutflag") / "fail").write_text("unhealthy here\n")
     release = env.release_file("cut", "v2", health=FLAG_HEALTH, volumes=["cutflag:/flag"])
-    flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "2s", "--deadline", "6s")
+    flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "3s", "--deadline", "6s")
     bg = env.start_apply(targets, release, *flags)
     try:
         wait_activated([bad, good], "cut", bg)
