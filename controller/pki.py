@@ -640,7 +640,7 @@ def begin_ca_rotation(config_dir: Path, *, client_name: str = "controller") -> R
     new = dataclasses.replace(create_ca(), home=config_dir)
     cross = cross_sign(current, new)
     write_public(staging / CROSS_CERT, cert_pem(cross))
-    issue_client(config_dir, client_name, staging, ca=new)
+    issue_client(config_dir, client_name, staging, ca=new, grant=Grant(Role.ADMIN))
     write_public(staging / CA_CERT, new.cert_pem + current.cert_pem)
     old = staging / OLD_IDENTITY_DIR
     write_public(old / CA_CERT, current.cert_pem + new.cert_pem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -61,8 +62,6 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     async def Verify(
         self, request: pb.VerifyAuditRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyAuditResponse:
-        import asyncio
-
         result = await asyncio.to_thread(self._audit().verify)
         msg = pb.VerifyAuditResponse(
             ok=result.ok,
