@@ -42,6 +42,7 @@ from controller.errors import AgentCallError, ControllerError
 
 PullPolicy = Literal["always", "missing", "never"]
 HEALTH_POLL_S = 0.25
+STOP_LOG_GRACE_S = 5.0  # attached `up` after Ctrl-C: how long the stopped containers' last lines may take
 # A service's build options and a maker of its context's tar stream (the command layer reads the files).
 BuildSource = Callable[[Service], tuple[BuildOptions, Callable[[], AsyncIterator[bytes]]]]
 
@@ -409,11 +410,19 @@ class Engine:
     async def attached(self, actions: Sequence[Action], since_ns: int) -> None:
         """Follow the logs of `up`'s containers until they have all exited; on cancel (Ctrl-C) stop them."""
         names = [a.service for a in actions]
+        follower = asyncio.create_task(self.logs(names, follow=True, since_ns=since_ns))
         try:
-            await self.logs(names, follow=True, since_ns=since_ns)
+            await asyncio.shield(follower)
         except asyncio.CancelledError:
             self.out.line("Gracefully stopping... (press Ctrl+C again to force)", err=True)
-            await self.stop(names)
+            try:
+                await self.stop(names)
+                # the last lines (what the containers print as they stop): their streams end at exit
+                await asyncio.wait([follower], timeout=STOP_LOG_GRACE_S)
+            finally:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ControllerError):
+                    await follower
             raise
 
     async def run_oneoff(self, service: Service, config: ContainerConfig) -> str:

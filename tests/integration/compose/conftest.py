@@ -147,7 +147,7 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Yard]:
     cfg.write_text(config_text({"cgroup_parent": parent}))
     agent = AgentProcess(root=root, tls_dir=None, listen=None, extra_args=["--config", str(cfg)])
     yard = Yard(agent, pki.config_dir, parent)
-    agent.start()
+    agent.start(timeout=90)  # a busy machine can take a while
     try:
         tar = corpus_image_tar(base / "corpus-image.tar")
         yard.ok("import", "-c", 'ENTRYPOINT ["/bin/sh", "/serve.sh"]', str(tar), IMAGE, timeout=120)
