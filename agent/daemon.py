@@ -49,6 +49,7 @@ from agent.network.attacher import BridgeAttacher, ContainerLookupAdapter
 from agent.network.manager import NetworkManager, NetworkSettings
 from agent.registry.client import RegistryClient
 from agent.releases.manager import ReleaseManager
+from agent.releases.secrets import Locks, SecretFiles, Vault
 from agent.releases.store import ReleaseStore
 from agent.runtime.monitor import Conmon
 from agent.runtime.oci import OciRuntime
@@ -164,7 +165,20 @@ class Components:
             config.data_root, db, images, runtime=config.runtime, network=BridgeAttacher(networks)
         )
         transfers = TransferManager(images, containers, volumes)
-        releases = ReleaseManager(release_records, containers, images, events)
+        run_dir = config.socket.parent if config.socket else exec_root
+        releases = ReleaseManager(
+            release_records,
+            containers,
+            images,
+            events,
+            vault=Vault(
+                config.data_root / "secrets",
+                (config.tls_dir if config.listen else config.config_dir) / "secrets.key",
+            ),
+            # both next to the agent's socket (/run/dockyard): the secrets' tmpfs stays out of the data root
+            secret_files=SecretFiles(run_dir / "secrets"),
+            locks=Locks(run_dir / "locks"),
+        )
         return cls(
             config=config,
             db=db,
@@ -180,7 +194,15 @@ class Components:
             trust=trust,
             audit=audit,
             # started in this order, stopped in reverse
-            on_start=[images.start, networks.start, containers.start, builds.start, releases.start],
+            # releases.prepare writes secret files again before containers restart (a reboot empties them)
+            on_start=[
+                images.start,
+                networks.start,
+                releases.prepare,
+                containers.start,
+                builds.start,
+                releases.start,
+            ],
             on_stop=[registry.aclose, networks.stop, containers.stop, releases.stop],
         )
 

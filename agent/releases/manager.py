@@ -30,12 +30,14 @@ from agent.containers.manager import ContainerManager
 from agent.errors import AgentError, FailedPrecondition, NotFound
 from agent.images.manager import ImageManager
 from agent.releases import leases, switch, verify
+from agent.releases import secrets as secrets_mod
 from agent.releases import spec as specs
 from agent.releases import stage as staging
 from agent.releases.phases import Phase, after_activate, after_switch_back, is_verified, revert_target
 from agent.releases.spec import ReleaseSpec
 from agent.releases.stage import StageProgress
 from agent.releases.store import Lease, Policy, ReleaseState, ReleaseStore, Revision, now
+from agent.runtime.options import MountSpec
 from agent.state.events import EventLog
 
 log = agent.log.get(__name__)
@@ -57,8 +59,19 @@ class Caller:
 
 class ReleaseManager:
     def __init__(
-        self, store: ReleaseStore, containers: ContainerManager, images: ImageManager, events: EventLog
+        self,
+        store: ReleaseStore,
+        containers: ContainerManager,
+        images: ImageManager,
+        events: EventLog,
+        *,
+        vault: secrets_mod.Vault | None = None,
+        secret_files: secrets_mod.SecretFiles | None = None,
+        locks: secrets_mod.Locks | None = None,
     ) -> None:
+        self.vault = vault
+        self.secret_files = secret_files
+        self.locks = locks
         self.store = store
         self.containers = containers
         self.images = images
@@ -78,6 +91,35 @@ class ReleaseManager:
                 self._spawn(state.name, self._verify(state.name))
             elif state.phase is Phase.HEALTHY:
                 self._spawn(state.name, self._await_commit(state.name))
+
+    async def prepare(self) -> None:
+        """Before containers start (agent start): write the secret files of every release's active
+        revision again, so a container restarted by its policy after a reboot finds them on the tmpfs."""
+        for state in self.store.all():
+            if not state.pointers.active:
+                continue
+            try:
+                revision = self.store.revision(state.name, state.pointers.active)
+                for c in revision.containers:
+                    if c.secrets:
+                        name = specs.container_name(revision.release, c.name, revision.number)
+                        await asyncio.to_thread(self._prepare_container, revision, c, name)
+            except AgentError as exc:
+                log.warning("release.secrets_not_restored", release=state.name, error=exc.message)
+
+    def _prepare_container(
+        self, revision: Revision, c: specs.ContainerSpec, name: str
+    ) -> tuple[MountSpec, ...]:
+        """switch.Prepare: the container's secret files (written again) and the agent's mounts for it."""
+        mounts: list[MountSpec] = []
+        if c.secrets:
+            if self.vault is None or self.secret_files is None:
+                raise FailedPrecondition("this agent keeps no secrets (no secret store configured)")
+            values = [(ref, self.vault.get(ref.name, ref.version)) for ref in c.secrets]
+            mounts.extend(self.secret_files.write(name, values))
+        if c.update_lock and self.locks is not None:
+            mounts.append(self.locks.mount(revision.release))
+        return tuple(mounts)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -147,9 +189,13 @@ class ReleaseManager:
 
     # ---- stage -----------------------------------------------------------------------------------
 
-    async def stage(self, spec: ReleaseSpec, caller: Caller) -> AsyncIterator[StageProgress]:
-        """Record the revision (same spec_digest → same number) and make its images present."""
+    async def stage(
+        self, spec: ReleaseSpec, caller: Caller, materials: list[tuple[str, str, bytes]] | None = None
+    ) -> AsyncIterator[StageProgress]:
+        """Record the revision (same spec_digest → same number) and make its images present; keep the
+        values of the secrets it names (encrypted) — every one must be here after this call."""
         self._check_lease(spec.release, caller)
+        self._keep_secrets(spec, materials or [])
         number, created = self.store.record_revision(
             spec, created_by=caller.identity, rollout_id=caller.rollout_id
         )
@@ -166,12 +212,30 @@ class ReleaseManager:
         log.info("release.staged", release=spec.release, revision=number, images=staged.digests)
         yield StageProgress(f"staged revision {number} of {spec.release}", revision=number, done=True)
 
+    def _keep_secrets(self, spec: ReleaseSpec, materials: list[tuple[str, str, bytes]]) -> None:
+        named = {(r.name, r.version) for c in spec.containers for r in c.secrets}
+        if not named:
+            return
+        if self.vault is None:
+            raise FailedPrecondition("this agent keeps no secrets (no secret store configured)")
+        for name, version, value in materials:
+            if (name, version) in named:  # only what this host's release names is kept
+                self.vault.put(name, version, value)
+        missing = sorted(f"{n} version {v}" for n, v in named if not self.vault.has(n, v))
+        if missing:
+            raise FailedPrecondition(
+                f"release {spec.release}: no value for secret {', '.join(missing)} (the controller sends"
+                " the values with Stage)"
+            )
+        log.info("release.secrets_kept", release=spec.release, secrets=sorted(f"{n}@{v}" for n, v in named))
+
     # ---- activate / commit / rollback -------------------------------------------------------------
 
     async def activate(
-        self, name: str, number: int, policy: Policy, caller: Caller
+        self, name: str, number: int, policy: Policy, caller: Caller, *, force: bool = False
     ) -> tuple[ReleaseState, bool]:
-        """Switch to revision `number` and start verifying it; (state, whether this call switched)."""
+        """Switch to revision `number` and start verifying it; (state, whether this call switched).
+        A held update lock refuses the switch unless `force`."""
         self._check_lease(name, caller)
         async with self._lock(name):
             state = self.store.get(name)
@@ -179,6 +243,11 @@ class ReleaseManager:
             p = state.pointers
             if p.active == number:
                 return state, False
+            if self.locks is not None:
+                if not force:
+                    self.locks.check(name)
+                elif holder := self.locks.holder(name):
+                    log.warning("release.lock_forced", release=name, revision=number, holder=holder)
             if (
                 p.candidate == number
                 and state.phase in (Phase.REVERTED, Phase.FAILED)
@@ -234,6 +303,9 @@ class ReleaseManager:
             self._changed()
             self._event("committed", name, number, state.rollout_id)
             removed = await switch.remove_except(self.containers, name, {number})
+            if self.secret_files is not None:
+                for container in removed:
+                    self.secret_files.remove(container)
             log.info("release.committed", release=name, revision=number, removed=removed)
             return new
 
@@ -277,6 +349,7 @@ class ReleaseManager:
                 revision,
                 start_first=state.policy.start_first and landing is Phase.VERIFYING,
                 ready_timeout=state.policy.deadline_s,
+                prepare=self._prepare_container,
             )
         except AgentError as exc:
             log.warning("release.switch_failed", release=name, revision=number, error=str(exc))

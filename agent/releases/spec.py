@@ -14,6 +14,7 @@ from typing import Any
 from agent.errors import InvalidArgument
 from agent.network.ports import parse_publish
 from agent.oci.reference import Reference
+from agent.releases.secrets import SecretRef
 from agent.runtime.options import RunOptions, options_from_dict, options_to_dict
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
@@ -30,17 +31,27 @@ class ContainerSpec:
     name: str
     options: RunOptions
     depends_on: tuple[str, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()  # files at /run/secrets (agent/releases/secrets.py)
+    update_lock: bool = False  # the release's lock directory bound at /run/dockyard/locks
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "options": options_to_dict(self.options),
             "depends_on": list(self.depends_on),
+            "secrets": [s.to_dict() for s in self.secrets],
+            "update_lock": self.update_lock,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerSpec:
-        return cls(data["name"], options_from_dict(data["options"]), tuple(data.get("depends_on", ())))
+        return cls(
+            data["name"],
+            options_from_dict(data["options"]),
+            tuple(data.get("depends_on", ())),
+            tuple(SecretRef.from_dict(s) for s in data.get("secrets", ())),
+            bool(data.get("update_lock", False)),
+        )
 
 
 @dataclass(frozen=True)

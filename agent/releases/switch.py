@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import agent.log
 from agent.containers.manager import ContainerManager
@@ -20,6 +21,7 @@ from agent.releases import spec as specs
 from agent.releases.spec import LABEL_CONTAINER, LABEL_RELEASE, LABEL_REVISION
 from agent.releases.store import Revision
 from agent.releases.verify import RECHECK, Observed, Wakeup
+from agent.runtime.options import MountSpec
 from agent.state.containers import ACTIVE, ContainerRecord, Status
 from agent.state.events import EventLog
 
@@ -100,13 +102,25 @@ async def _ready(
             await wakeup.wait(min(RECHECK, left))
 
 
+# called before a container of a revision is created or started: writes its secret files (again) and
+# returns the mounts the agent adds to it (secrets, the update-lock directory)
+Prepare = Callable[[Revision, specs.ContainerSpec, str], tuple[MountSpec, ...]]
+
+
 async def bring_up(
-    containers: ContainerManager, events: EventLog, revision: Revision, ready_timeout: float
+    containers: ContainerManager,
+    events: EventLog,
+    revision: Revision,
+    ready_timeout: float,
+    prepare: Prepare | None = None,
 ) -> None:
     """Create what is missing and start what is not running, dependencies first (ready before dependents)."""
     needed = {d for c in revision.containers for d in c.depends_on}
     for c in specs.start_order(revision.containers):
         opts = specs.run_options(revision.release, revision.number, c)
+        if prepare is not None:
+            extra = await asyncio.to_thread(prepare, revision, c, opts.name)
+            opts = replace(opts, mounts=(*opts.mounts, *extra))
         rec = _find(containers, opts.name)
         if rec is not None and rec.labels.get(LABEL_RELEASE) != revision.release:
             raise AlreadyExists(
@@ -144,14 +158,15 @@ async def switch(
     *,
     start_first: bool,
     ready_timeout: float,
+    prepare: Prepare | None = None,
 ) -> None:
     """Run exactly `target`'s containers of the release (others stopped and kept)."""
     if start_first:
-        await bring_up(containers, events, target, ready_timeout)
+        await bring_up(containers, events, target, ready_timeout, prepare)
         await stop_others(containers, target.release, target.number)
     else:
         await stop_others(containers, target.release, target.number)
-        await bring_up(containers, events, target, ready_timeout)
+        await bring_up(containers, events, target, ready_timeout, prepare)
 
 
 async def stop_revision(containers: ContainerManager, release: str, number: int) -> None:

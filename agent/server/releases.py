@@ -21,7 +21,9 @@ from agent.releases import leases
 from agent.releases import spec as specs
 from agent.releases.manager import Caller, ReleaseManager, Target
 from agent.releases.phases import Phase
+from agent.releases.secrets import SecretRef, check_ref
 from agent.releases.store import Policy, ReleaseState, Revision
+from agent.server import permissions
 from agent.server.containers import run_options
 from agent.server.interceptors import peer_identity
 
@@ -60,7 +62,17 @@ def release_spec(msg: pb.RevisionSpec) -> specs.ReleaseSpec:
     specs.check_name(msg.release, "release name")
     containers = tuple(
         specs.ContainerSpec(
-            specs.check_name(c.name, "container name"), run_options(c.config), tuple(c.depends_on)
+            specs.check_name(c.name, "container name"),
+            run_options(c.config),
+            tuple(c.depends_on),
+            tuple(
+                check_ref(
+                    SecretRef(f.name, f.version, f.target or f.name, f.mode or 0o400, f.uid, f.gid),
+                    f"release {msg.release}: container {c.name}",
+                )
+                for f in c.secrets
+            ),
+            c.update_lock,
         )
         for c in msg.containers
     )
@@ -150,7 +162,8 @@ class ReleasesServicer(releases_pb2_grpc.ReleasesServicer):
     ) -> AsyncIterator[pb.StageReleaseProgress]:
         spec = release_spec(request.spec)
         caller = Caller(peer_identity(context), request.lease_token, request.rollout_id)
-        async for p in self._m.stage(spec, caller):
+        materials = [(m.name, m.version, m.secret_value) for m in request.materials]
+        async for p in self._m.stage(spec, caller, materials):
             yield pb.StageReleaseProgress(
                 message=p.message,
                 bytes_done=p.bytes_done,
@@ -165,8 +178,10 @@ class ReleasesServicer(releases_pb2_grpc.ReleasesServicer):
         if request.revision <= 0:
             raise InvalidArgument("a revision number (1 or more) is required")
         caller = Caller(peer_identity(context), request.lease_token, request.rollout_id)
+        if request.force:  # switching past an update lock is an admin's call
+            permissions.check_permission(permissions.current_caller(), permissions.Permission.ADMIN)
         state, switched = await self._m.activate(
-            _name(request.release), request.revision, policy(request.policy), caller
+            _name(request.release), request.revision, policy(request.policy), caller, force=request.force
         )
         return pb.ActivateReleaseResponse(state=self._state(state), switched=switched)
 
