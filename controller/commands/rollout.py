@@ -3,7 +3,7 @@
     dockyard -H @edge rollout apply -f web.toml [--canary N|P%] [--batch N|P%|exp] [--budget KEY=N …]
         [--max-fail N|P%] [--on-failure pause|rollback] [--min-healthy 10s] [--deadline 2m] [--delay 0s]
         [--stage-only] [--start-first] [--detach] [--download-window W] [--apply-window W] [--tz ZONE]
-        [--lock-timeout D] [--force] [--dry-run]
+        [--lock-timeout D] [--force] [--dry-run] [--watch-grace D]
     dockyard rollout status [ID] | ls | resume ID | pause ID | abort ID
     dockyard -H @edge rollout undo NAME
 
@@ -196,6 +196,12 @@ def rollout() -> None:
 @click.option("--lock-timeout", metavar="DURATION", help="how long a host held by its update lock waits")
 @click.option("--force", is_flag=True, help="then switch it anyway (at once without --lock-timeout; admin)")
 @click.option("--dry-run", is_flag=True, help="print each host's rendered spec and the waves; change nothing")
+@click.option(
+    "--watch-grace",
+    metavar="DURATION",
+    help="how long after --deadline a host that went silent (link cut) is waited for before it counts as"
+    " failed; its agent decides alone meanwhile (default: half the deadline, at most 30s)",
+)
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -217,6 +223,7 @@ def apply(
     lock_timeout: str | None,
     force: bool,
     dry_run: bool,
+    watch_grace: str | None,
 ) -> None:
     """Roll the release in FILE out to the selected hosts (-H, --selector)."""
     app: App = ctx.obj
@@ -236,6 +243,7 @@ def apply(
         tz=windows_mod.check_tz(tz),
         lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
         force=force,
+        watch_grace=_seconds(watch_grace, "--watch-grace"),
     )
     options.plan_options()  # every count checked before anything happens
     for kind, text in (("--download-window", download_window), ("--apply-window", apply_window)):

@@ -53,6 +53,7 @@ from typing import Any, Protocol, TypeVar
 from agent.api.v1 import releases_pb2 as pb
 from agent.oci import reference as oci_reference
 from controller import credentials, fanout
+from controller.api.containers import ContainersApi
 from controller.api.registry import RegistryApi
 from controller.api.releases import (
     Activated,
@@ -85,7 +86,7 @@ from controller.target import Target
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_PAUSED = 0, 1, 3
 LEASE_TTL = 60.0  # seconds; renewed every third of it while the engine runs
-WATCH_GRACE = 30.0  # seconds past the verify deadline before the controller counts a host as failed
+WATCH_GRACE = 30.0  # at most this many seconds past the verify deadline (Options.grace) before a host fails
 DEFAULT_DEADLINE = 120.0  # the agent's default verify deadline (releases.proto)
 DEFAULT_MIN_HEALTHY = 10.0
 WAIT_STEP = 60.0  # seconds between looks at the journal (pause/abort) while a host waits for its window
@@ -104,6 +105,7 @@ MAYBE_SWITCHED = frozenset(
     {Step.ACTIVATING, Step.VERIFYING, Step.VERIFIED, Step.COMMITTED, Step.FAILED, Step.ROLLING_BACK}
 )
 VERIFIED_PHASES = frozenset({"healthy", "unconfirmed", "committed"})
+RELEASE_LABEL = "dockyard.release"  # the agent labels a release's containers with its name
 
 
 # ---- what the engine needs from agents ---------------------------------------------------------------
@@ -158,8 +160,21 @@ class Releases(Protocol):
     def watch(self, release: str) -> AsyncIterator[ReleaseState]: ...
 
 
+@dataclass(frozen=True)
+class Published:
+    """A container on a host that publishes host ports (`ps`'s "0.0.0.0:8080->80/tcp" strings)."""
+
+    container: str
+    release: str  # its dockyard.release label ("" for a plain container)
+    ports: tuple[str, ...]
+
+
 class Fleet(Protocol):
     def releases(self, host: str) -> Releases: ...
+
+    async def published(self, host: str) -> Sequence[Published]:
+        """The host's containers that publish ports now (ConnectError: the host is unreachable)."""
+        ...
 
     async def resolve(self, host: str, reference: str) -> str:
         """The digest `reference` has for that host's platform (ConnectError: the host is unreachable)."""
@@ -179,6 +194,10 @@ class AgentFleet:
 
     def releases(self, host: str) -> ReleasesApi:
         return ReleasesApi(self._pool.client(self.targets[host]))
+
+    async def published(self, host: str) -> list[Published]:
+        found = await ContainersApi(self._pool.client(self.targets[host])).ls()
+        return [Published(c.name, c.labels.get(RELEASE_LABEL, ""), tuple(c.ports)) for c in found if c.ports]
 
     async def resolve(self, host: str, reference: str) -> str:
         login = credentials.CredentialStore(self.config_dir).get(credentials.registry_of(reference))
@@ -211,6 +230,7 @@ class Options:
     tz: str = ""  # the windows' zone; "" = the controller's local zone
     lock_timeout: float | None = None  # seconds a host held by an update lock waits; None = no limit
     force: bool = False  # after lock_timeout (at once without one), switch a locked host anyway
+    watch_grace: float | None = None  # seconds; None = min(WATCH_GRACE, deadline / 2) (see grace())
 
     def plan_options(self) -> plan_mod.PlanOptions:
         return plan_mod.PlanOptions(
@@ -238,9 +258,19 @@ class Options:
             tz = tz or host_values.get("window_tz", "")
         return windows_mod.parse(text, tz, flag=f"{kind}_window") if text else None
 
-    def watch_timeout(self, grace: float = WATCH_GRACE) -> float:
-        """How long the controller watches a host verify before counting it as failed."""
-        return (self.deadline if self.deadline is not None else DEFAULT_DEADLINE) + grace
+    def grace(self) -> float:
+        """How long past the verify deadline the controller waits to hear a host's verdict (the agent
+        decides by the deadline itself; this covers the way back) before counting it as failed:
+        --watch-grace, else min(30 s, deadline / 2), so a short deadline also fails a cut host soon."""
+        if self.watch_grace is not None:
+            return self.watch_grace
+        return min(WATCH_GRACE, (self.deadline if self.deadline is not None else DEFAULT_DEADLINE) / 2)
+
+    def watch_timeout(self, grace: float | None = None) -> float:
+        """How long the controller watches a host verify before counting it as failed (`grace`: a
+        test's override of grace())."""
+        deadline = self.deadline if self.deadline is not None else DEFAULT_DEADLINE
+        return deadline + (self.grace() if grace is None else grace)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -433,6 +463,52 @@ async def host_specs(
     return out
 
 
+async def check_ports(fleet: Fleet, release: spec_mod.Release, hosts: Sequence[str]) -> None:
+    """No host port the release publishes is published on a selected host by a container that is not
+    the release's own (another release's, or a plain one): else the first clash, in host order, as a
+    release-file error naming the host and the holder. Unreachable hosts are left to staging."""
+    wanted = [
+        (c.name, text, port)
+        for c in release.containers
+        for text in c.config.publish
+        if (port := spec_mod.parse_port(text)).host_port
+    ]
+    if not wanted:
+        return
+
+    async def holders(host: str) -> Sequence[Published]:
+        try:
+            return [p for p in await fleet.published(host) if p.release != release.name]
+        except ControllerError:
+            return []
+
+    found = await _together(*(holders(h) for h in hosts))
+    for host, published in zip(hosts, found, strict=True):
+        for container, _, port in wanted:
+            for holder in published:
+                for text in holder.ports:
+                    bound = _bound_port(text)
+                    if bound is None or not port.clashes(bound):
+                        continue
+                    by = f"container {holder.container}"
+                    if holder.release:
+                        by = f"release {holder.release} ({by})"
+                    raise release.error(
+                        container,
+                        "ports",
+                        f"host port {port.host_port}/{port.protocol} on {host} is taken by {by}",
+                    )
+
+
+def _bound_port(text: str) -> spec_mod.PortSpec | None:
+    """ "0.0.0.0:8080->80/tcp" (what the agent lists) as a PortSpec; None if it reads otherwise."""
+    host_side, arrow, container_side = text.partition("->")
+    try:
+        return spec_mod.parse_port(f"{host_side}:{container_side}") if arrow else None
+    except ValueError:
+        return None
+
+
 def plan_windows(options: Options, hosts: Sequence[HostInfo]) -> None:
     """Every host's windows parse and are ever long enough (UsageError / ControllerError otherwise)."""
     need = options.switch_needs()
@@ -465,6 +541,7 @@ async def create(
     plan_windows(options, hosts)
     values_mod.render_all(release, [h.render_values() for h in hosts])  # a missing value: before any call
     digests = await resolve_images(fleet, release, [h.name for h in hosts])
+    await check_ports(fleet, release, [h.name for h in hosts])
     specs = await host_specs(release, hosts, digests, secrets)
     first = specs[hosts[0].name].SerializeToString(deterministic=True)
     extra: dict[str, Any] = {}
@@ -504,7 +581,7 @@ class Engine:
         on_event: Callable[[Event], None] | None = None,
         owner: str | None = None,
         lease_ttl: float = LEASE_TTL,
-        watch_grace: float = WATCH_GRACE,
+        watch_grace: float | None = None,  # None: the rollout's own (Options.grace)
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         time_source: windows_mod.Clock | None = None,

@@ -31,6 +31,7 @@ import signal
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,17 @@ class Release:
     name: str
     containers: tuple[ReleaseContainer, ...]
     source: str = ""
+    # where each key is in the file (errors found later, e.g. an image the registry lacks, name it)
+    key_lines: _KeyLines | None = dataclass_field(default=None, compare=False, repr=False)
+
+    def error(self, container: str, key: str, problem: str) -> ControllerError:
+        """`FILE:LINE: containers.C.KEY: problem` for a problem found after parsing (the key as the file
+        spells it: `ports` or `publish`)."""
+        if self.key_lines is None:
+            return ControllerError(f"{self.source or 'release'}: containers.{container}.{key}: {problem}")
+        written = _written_key(self.key_lines, container, _ALIASES.get(key, key))
+        path = ("containers", container, written)
+        return SpecError(self.source, self.key_lines.line(path), ".".join(path), problem)
 
     def images(self) -> tuple[str, ...]:
         """Each image reference once, as written, in file order (what the controller resolves to digests)."""
@@ -569,7 +581,7 @@ class _Parser:
         containers = tuple(self.container(cname, spec) for cname, spec in tables.items())
         self.check_dependencies(containers)
         self.check_ports(containers)
-        return Release(name, containers, self.source)
+        return Release(name, containers, self.source, self.lines)
 
     def checked(self, path: tuple[str, ...], value: object, check: Callable[[object], Any]) -> Any:
         try:

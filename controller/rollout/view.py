@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.table import Table as RichTable
 
 COLUMNS = ["WAVE", "HOST", "PHASE", "HEALTH", "DIGEST", "TIME", "DETAIL"]
+MESSAGES = 3  # the engine's last messages kept under the live table
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Row:
             self.step,
             self.health,
             _short(self.digest),
-            _ago(now - self.since),
+            _ago(now - self.since) if self.since else "-",  # not started yet
             self.detail,
         ]
 
@@ -79,6 +80,8 @@ class RolloutView:
         self.canary = {h for w in plan.waves if w.canary for h in w.hosts}
         self.rows = {h: Row(w.number, h) for w in plan.waves for h in w.hosts}
         self.state = "planned"
+        self.reason = ""  # the rollout's reason (what it waits for, why it stopped)
+        self.messages: list[str] = []  # the engine's messages, shown under the live table
         self.started = time.time()
         self._live: Live | None = None
 
@@ -107,13 +110,19 @@ class RolloutView:
             sys.stdout.write(json.dumps(event.to_json(), default=str) + "\n")
             sys.stdout.flush()
             return
+        # on a terminal the live table says the state and the messages: a line printed meanwhile would
+        # land between two of its redraws
         if event.kind == "rollout":
-            self.state = event.state
-            self._line(
-                f"rollout {event.rollout_id}: {event.state}" + (f" ({event.detail})" if event.detail else "")
-            )
+            self.state, self.reason = event.state, event.detail
+            if self._live is None:
+                self._line(
+                    f"rollout {event.rollout_id}: {event.state}"
+                    + (f" ({event.detail})" if event.detail else "")
+                )
         elif event.kind == "message":
-            self._line(event.detail)
+            self.messages = [*self.messages[-(MESSAGES - 1) :], event.detail]
+            if self._live is None:
+                self._line(event.detail)
         elif event.kind == "host":
             self._host(event)
 
@@ -134,15 +143,18 @@ class RolloutView:
             self._line(f"wave {row.wave} {row.host}: {row.step}{health}{detail}")
 
     def _line(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(text, markup=False, highlight=False)
-        elif self.console is not None:
+        if self.console is not None:
             self.console.print(text, markup=False)
 
     def table(self) -> RichTable:
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=f"{self.state}  {_ago(time.time() - self.started)}", title_justify="left", box=None)
+        title = f"{self.state}  {_ago(time.time() - self.started)}" + (
+            f"  {self.reason}" if self.reason else ""
+        )
+        caption = Text("\n".join(self.messages)) if self.messages else None
+        t = Table(title=Text(title), title_justify="left", caption=caption, caption_justify="left", box=None)
         for c in COLUMNS:
             t.add_column(c, overflow="fold" if c == "DETAIL" else "ellipsis", no_wrap=c != "DETAIL")
         now = time.time()

@@ -22,6 +22,7 @@ from controller.api.releases import (
     VerifyPolicy,
 )
 from controller.errors import AgentCallError, ConnectError
+from controller.rollout.engine import Published
 
 HEALTHY, REVERT, FAIL, HANG = "healthy", "revert", "fail", "hang"
 
@@ -55,6 +56,7 @@ class FakeAgent:
     materials: list[Any] = field(default_factory=list)  # secret values received with Stage
     staged_specs: list[pb.RevisionSpec] = field(default_factory=list)
     unleased: int = 0
+    containers: list[Published] = field(default_factory=list)  # what publishes host ports (`ps`)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _check(self) -> None:
@@ -241,6 +243,7 @@ class FakeFleet:
         self.agents = {n: FakeAgent(n, self.log) for n in names}
         self.digests = digests or {}
         self.resolved: list[tuple[str, str]] = []
+        self.missing: set[str] = set()  # references the registry does not have (resolve: NOT_FOUND)
 
     def releases(self, host: str) -> FakeAgent:
         return self.agents[host]
@@ -248,7 +251,15 @@ class FakeFleet:
     async def resolve(self, host: str, reference: str) -> str:
         self.agents[host]._check()
         self.resolved.append((host, reference))
+        if reference in self.missing:
+            raise AgentCallError(
+                f"manifest {reference}: HTTP 404 (MANIFEST_UNKNOWN: manifest unknown)", "NOT_FOUND", host
+            )
         return self.digests.get(reference, "sha256:" + "ab" * 32)
+
+    async def published(self, host: str) -> list[Published]:
+        self.agents[host]._check()
+        return list(self.agents[host].containers)
 
     async def close(self) -> None:
         return None
