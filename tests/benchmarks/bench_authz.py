@@ -124,8 +124,8 @@ def measure(sides: list[Side], hosts: int, repeat: int) -> None:
     for label, argv in commands.items():
         for side in sides:  # warm-up: the CLI's warm server, page cache, first container
             timed(argv(side), {**os.environ, "DOCKYARD_CONFIG_DIR": str(side.identity)})
-        for _ in range(repeat):
-            for side in sides:
+        for k in range(repeat):
+            for side in sides if k % 2 == 0 else sides[::-1]:  # alternate who goes first
                 env = {**os.environ, "DOCKYARD_CONFIG_DIR": str(side.identity)}
                 results.setdefault((label, side.name), []).append(timed(argv(side), env))
     print(f"{'command':<24} {'on (audit, deployer)':>22} {'off (no audit, admin)':>22} {'ratio':>7}")
@@ -133,9 +133,24 @@ def measure(sides: list[Side], hosts: int, repeat: int) -> None:
         on = statistics.median(results[(label, "on")])
         off = statistics.median(results[(label, "off")])
         print(f"{label:<24} {on * 1000:>19.1f} ms {off * 1000:>19.1f} ms {on / off:>6.3f}x")
+    print("agent side (rpc.finished duration_ms from the agents' logs, median):")
+    for rpc in ("Containers/Run", "Containers/ListStream"):
+        on, off = (_agent_side(s, rpc) for s in sides)
+        if on and off:
+            print(f"  {rpc:<22} on {on:>8.2f} ms   off {off:>8.2f} ms   +{on - off:.2f} ms ({on / off:.3f}x)")
     audit = sides[0].agents[0].data_root / "audit" / "audit.log"
     entries = sum(1 for _ in audit.open()) if audit.exists() else 0
     print(f"(audit entries written by one 'on' agent: {entries}; target ratio <= 1.05)")
+
+
+def _agent_side(side: Side, rpc: str) -> float:
+    durations = [
+        float(e["duration_ms"])
+        for agent in side.agents
+        for e in agent.events()
+        if e.get("event") == "rpc.finished" and str(e.get("rpc", "")).endswith(rpc) and e.get("code") == "OK"
+    ]
+    return statistics.median(durations) if durations else 0.0
 
 
 if __name__ == "__main__":
