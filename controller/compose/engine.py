@@ -103,7 +103,7 @@ class Engine:
         """The project's containers (all states), by service order then number; `oneoff=None`: both kinds."""
         found = await self.containers_api.ls(all=True, filters=(f"label={PROJECT}={self.project.name}",))
         wanted = set(services)
-        order = {s.name: i for i, s in enumerate(self.project.services)}
+        order = self._order()
         out = [
             c
             for c in found
@@ -112,6 +112,11 @@ class Engine:
         ]
         out.sort(key=lambda c: (order.get(c.labels.get(SERVICE, ""), len(order)), _number(c), c.name))
         return out
+
+    def _order(self) -> dict[str, int]:
+        """Service name → its place in dependency order (dependencies first)."""
+        every = self.project.select([s.name for s in self.project.services]) if self.project.services else []
+        return {s.name: i for i, s in enumerate(every)}
 
     # ---- networks, volumes, images --------------------------------------------------------------------
 
@@ -173,19 +178,12 @@ class Engine:
         return await self.image_digest(service.image) or result.manifest_digest
 
     async def ensure_image(self, service: Service, policy: PullPolicy, build: bool) -> str:
-        """The digest of the image the service runs, after building/pulling as the policy says."""
-        if service.build is not None and (build or service.pull_never):
-            present = await self.image_digest(service.image)
-            if present is not None and not build:
-                return present
-            return await self.build(service)
+        """The digest of the image the service runs: a `build:` service's image is built when missing (or
+        with `build`), as docker compose does; any other is pulled as the policy says."""
         present = await self.image_digest(service.image)
+        if service.build is not None:
+            return present if present is not None and not build else await self.build(service)
         if policy == "always" or (present is None and policy == "missing"):
-            if service.build is not None and present is None:
-                try:
-                    return await self.pull(service)
-                except AgentCallError:
-                    return await self.build(service)
             return await self.pull(service)
         if present is None:
             raise ControllerError(
