@@ -30,6 +30,7 @@ from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.commands.release import state_json, state_table
 from controller.errors import ControllerError, UsageError
+from controller.rollout import compose_release
 from controller.rollout import engine as eng
 from controller.rollout import plan as plan_mod
 from controller.rollout import secrets as secrets_mod
@@ -165,7 +166,12 @@ def rollout() -> None:
 
 @rollout.command("apply")
 @click.option(
-    "-f", "--file", "path", required=True, type=click.Path(path_type=Path), help="release file (TOML)"
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="release file (TOML, or a compose file)",
 )
 @click.option(
     "--canary", default="1", show_default=True, metavar="N|P%", help="hosts in the first wave (0 = none)"
@@ -255,7 +261,7 @@ def apply(
         and options.min_healthy > options.deadline
     ):
         raise UsageError(f"--min-healthy {min_healthy} is longer than --deadline {deadline}")
-    release = spec_mod.load(path)
+    release = compose_release.load(path)  # a compose file or the TOML form
     hosts = _selected(ctx, app)
     journal = _journal(app)
     secrets = _secret_store(app, journal)

@@ -94,12 +94,15 @@ class Release:
     source: str = ""
     # where each key is in the file (errors found later, e.g. an image the registry lacks, name it)
     key_lines: _KeyLines | None = dataclass_field(default=None, compare=False, repr=False)
+    # what errors call the containers' table: `services` for a compose file (rollout/compose_release.py)
+    key_prefix: str = dataclass_field(default="containers", compare=False, repr=False)
 
     def error(self, container: str, key: str, problem: str) -> ControllerError:
         """`FILE:LINE: containers.C.KEY: problem` for a problem found after parsing (the key as the file
         spells it: `ports` or `publish`)."""
         if self.key_lines is None:
-            return ControllerError(f"{self.source or 'release'}: containers.{container}.{key}: {problem}")
+            where = f"{self.key_prefix}.{container}.{key}"
+            return ControllerError(f"{self.source or 'release'}: {where}: {problem}")
         written = _written_key(self.key_lines, container, _ALIASES.get(key, key))
         path = ("containers", container, written)
         return SpecError(self.source, self.key_lines.line(path), ".".join(path), problem)
