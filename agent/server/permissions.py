@@ -4,7 +4,7 @@ A client certificate says what its holder may do in Subject Alternative Name URI
 with the rest of the certificate (so an agent needs no online lookup, and `openssl x509 -text` shows them):
 
     dockyard:role:deployer            exactly one: viewer | operator | deployer | admin
-    dockyard:allow:exec               any number: exec | audit | host (extra permissions for any role)
+    dockyard:allow:exec               any number: exec | audit | host | secrets (extra, for any role)
     dockyard:scope:site=lab           any number; the certificate works on a host matching ANY of them;
     dockyard:scope:site=lab,arch=arm64  one scope is a comma list of KEY=VALUE that must ALL match
 
@@ -41,6 +41,9 @@ class Permission(StrEnum):
     EXEC = "exec"  # exec, attach, cp into and out of containers
     AUDIT = "audit"  # read and verify the audit log
     HOST = "host"  # host-power options in run/create (see `host_power`)
+    # create and read secret values: checked by the controller that holds the secret store (`dockyard
+    # secret`), against its own certificate; no agent RPC needs it (agents get values with Stage)
+    SECRETS = "secrets"
 
 
 class Role(StrEnum):
@@ -58,7 +61,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
 }
 # Permissions that `--allow` adds to any role.
-GRANTABLE: frozenset[Permission] = frozenset({_P.EXEC, _P.AUDIT, _P.HOST})
+GRANTABLE: frozenset[Permission] = frozenset({_P.EXEC, _P.AUDIT, _P.HOST, _P.SECRETS})
 
 _V1 = "/agent.api.v1."
 RPC_PERMISSIONS: dict[str, Permission] = {
@@ -168,6 +171,7 @@ _NEEDS_HINT: dict[Permission, str] = {
     _P.EXEC: "needs --allow exec",
     _P.AUDIT: "needs --allow audit",
     _P.HOST: "needs admin or --allow host",
+    _P.SECRETS: "needs admin or --allow secrets",
     _P.OPERATE: "needs role operator",
     _P.DEPLOY: "needs role deployer",
     _P.ADMIN: "needs role admin",

@@ -91,7 +91,7 @@ def resolve_scopes(app: App, ctx: click.Context, values: tuple[str, ...]) -> Sco
     multiple=True,
     type=click.Choice(sorted(p.value for p in GRANTABLE)),
     help="an extra permission for any role: exec (exec/attach/cp), audit (read the audit log), host "
-    "(host-power options); repeatable",
+    "(host-power options), secrets (create and read secret values with this controller); repeatable",
 )
 @click.option(
     "--scope",

@@ -213,3 +213,20 @@ def test_issued_certificate_carries_the_grant(tmp_path: Path) -> None:
         "olga": "operator +audit @site=lab",
         "old": "admin (legacy: admin)",
     }
+
+
+def test_allow_secrets_is_grantable_and_lets_the_controller_write_secrets(tmp_path: Path) -> None:
+    from controller.commands import secret
+    from controller.errors import ControllerError
+
+    pki.init(tmp_path / "ctl")
+    for name, grant in (
+        ("dora", Grant(Role.DEPLOYER, frozenset({Permission.SECRETS}))),
+        ("dan", Grant(Role.DEPLOYER)),
+    ):
+        pki.issue_client(tmp_path / "ctl", name, tmp_path / name, grant=grant)
+        cert = x509.load_pem_x509_certificate((tmp_path / name / "client.pem").read_bytes())
+        assert permissions.grant_of(cert) == grant
+    secret.check_may_write(tmp_path / "dora")
+    with pytest.raises(ControllerError, match="role deployer may not create secrets"):
+        secret.check_may_write(tmp_path / "dan")
