@@ -57,6 +57,8 @@ REGISTRY = f"{GATEWAY}:5055"
 HOSTS = (("south-1", "south"), ("north-1", "north"), ("north-2", "north"))
 ROLLOUT_FLAGS = "--canary 1 --batch 2 --budget site=1 --min-healthy 3s --deadline 15s"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The names are machine-wide: which checkout's demo holds them (another one's is never torn down from here).
+OWNER_FILE = Path("/run/dyd-demo.owner")
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -156,6 +158,7 @@ class Runner:
 
 def make_hosts() -> list[DemoHost]:
     DEMO.mkdir(parents=True, exist_ok=True)
+    OWNER_FILE.write_text(f"{DEMO}\n")
     (DEMO / ".gitignore").write_text("*\n")
     created = [f"/{d}" for d in PRIVATE_DIRS if not (Path("/") / d).exists()]
     (DEMO / "created-dirs").write_text("".join(f"{d}\n" for d in created))
@@ -294,7 +297,8 @@ def up() -> int:
         )
         return 1
     started = time.monotonic()
-    clean(quiet=True)
+    if clean(quiet=True) != 0:
+        return 1
     runner = Runner()
     try:
         hosts = make_hosts()
@@ -425,6 +429,10 @@ def clean(*, quiet: bool = False) -> int:
     if os.geteuid() != 0:
         print("make demo-clean needs root", file=sys.stderr)
         return 1
+    owner = OWNER_FILE.read_text().strip() if OWNER_FILE.exists() else str(DEMO)
+    if owner != str(DEMO) and (namespaces(PREFIX) or link_exists(BRIDGE)):
+        print(f"the demo of {owner} holds the demo's hosts: `make demo-clean` there first", file=sys.stderr)
+        return 1
     netnses = namespaces(PREFIX)
     pids = with_descendants([pid for ns in netnses for pid in netns_pids(ns)]) + _demo_pids_outside_hosts()
     groups = _cgroups_of(pids, _container_ids())
@@ -449,6 +457,7 @@ def clean(*, quiet: bool = False) -> int:
     leftovers = _mounts_under(DEMO)
     for target in sorted(leftovers, key=len, reverse=True):
         sh("umount", "-l", target, check=False)
+    OWNER_FILE.unlink(missing_ok=True)
     if DEMO.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(DEMO)], check=False)
     if not quiet:

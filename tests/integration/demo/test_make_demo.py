@@ -139,6 +139,7 @@ def test_make_demo_then_demo_clean() -> None:
     with open("/proc/self/mountinfo") as f:
         assert [line for line in f if str(demo.DEMO) in line] == []
     assert not demo.DEMO.exists()
+    assert not demo.OWNER_FILE.exists()
 
     # and again: clean on nothing is fine
     assert make("demo-clean", timeout=120).returncode == 0
