@@ -1,8 +1,8 @@
 """End-to-end rollouts: the `dockyard` CLI driving real agents on netns hosts (tests/support/fleet_hosts.py).
 
-One fleet per test module (the module's `FLEET` names each host's labels; default: 8 hosts with
-site=a|b|c in group `edge`, plus dyf-h9 with an 8 MiB tmpfs data root and dyf-h10 whose agent is down),
-one registry on the fleet's bridge, and web images built here from busybox-static, pushed by tag:
+One fleet per test module (`FLEET`: 8 hosts with site=a|b|c in group `edge`, plus dyf-h9 with an 8 MiB
+tmpfs data root and dyf-h10 whose agent is down), one registry on the fleet's bridge, and web images built
+here from busybox-static, pushed by tag:
 
     shop/web:v1, v2   busybox httpd serving /www/index.html ("v1"/"v2") and /www/health
     shop/web:v3       the page but no /www/health: the health check (`wget …/health`) gets 404 and fails
@@ -35,7 +35,7 @@ from tests.support.images import busybox_rootfs_bytes
 from tests.support.oci_layout import OciLayout, compressible_bytes, tar_of
 
 EDGE_SITES = ("a", "a", "a", "b", "b", "b", "c", "c")
-DEFAULT_FLEET: dict[str, Any] = {
+FLEET: dict[str, Any] = {
     "labels": [{"site": s} for s in EDGE_SITES] + [{"site": "c"}, {"site": "a"}],
     "groups": {"edge": list(range(1, 9))},
     "tmpfs": {9: 8 * 1024 * 1024},
@@ -90,7 +90,7 @@ class Env:
         lines += [
             "[containers.app.health]",
             f"cmd = {json.dumps(['CMD-SHELL', health])}",
-            'interval = "300ms"',
+            'interval = "500ms"',
             'timeout = "2s"',
             "retries = 2",
             "",
@@ -284,9 +284,8 @@ def wait_activated(hosts: Sequence[FleetHost], release: str, run: Background, ti
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, containers)")
-    spec = getattr(request.module, "FLEET", DEFAULT_FLEET)
     base = tmp_path_factory.mktemp("rollout")
-    with agent_fleet(base, spec["labels"], **{k: v for k, v in spec.items() if k != "labels"}) as fleet:
+    with agent_fleet(base, FLEET["labels"], **{k: v for k, v in FLEET.items() if k != "labels"}) as fleet:
         failed_before = request.session.testsfailed
         try:
             images, digests = _push_images(fleet, base / "images")

@@ -8,22 +8,27 @@ What makes a release fail, with real parts only:
   only (the volume is the host's own, under its agent's data root). Release files are the same for every
   host (per-host rendering is issue 23), so a host-local file is how a label can decide health here.
 
+Bad release files (at the end) are refused with one clear error before anything happens anywhere.
+
 Orderings are proved from the agents' event logs (one machine clock): a host is "switching or unverified"
 from its first container event of the release after this rollout staged it, until its `committed` event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller import pki
+from controller.rollout.journal import open_journal
 from controller.rollout.plan import Count, PlanHost, PlanOptions, make_plan
 from tests.integration.rollout.conftest import (
     HEALTH,
@@ -42,6 +47,18 @@ from tests.support.postgres import bin_dir, postgres_server
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 FLAG_HEALTH = f"test ! -e /flag/fail && {HEALTH}"
+# Where a test checks the agent's own verdict (reverted), the controller waits for it: the agent needs the
+# deadline plus the time to switch back, longer than the default grace (half a short deadline) on a busy
+# machine.
+AGENT_DECIDES = ("--watch-grace", "30s")
+
+
+@pytest.fixture(autouse=True)
+def no_containers_left(env: Env) -> Iterator[None]:
+    """Each test starts from hosts that run nothing: what a test left running (and health-checking every
+    half second) would only load the machine for the tests after it."""
+    yield
+    env.fleet.remove_containers()
 
 
 def switch_windows(
@@ -145,6 +162,7 @@ def test_bad_release_canary_reverts_by_itself_and_nothing_else_is_touched(env: E
         "1s",
         "--deadline",
         "5s",
+        *AGENT_DECIDES,
     )
     r = env.apply("@edge", env.release_file("canary", "v3"), *flags)
     assert r.code == 3, r.text  # max-fail 0 and --on-failure pause (the default): paused before wave 1
@@ -198,6 +216,7 @@ def test_on_failure_rollback_returns_every_switched_host_when_one_site_fails(env
         "1s",
         "--deadline",
         "5s",
+        *AGENT_DECIDES,
     )
     r = env.apply("@edge", release, *flags, "--on-failure", "rollback", "--max-fail", "0")
     assert r.code == 1, r.text
@@ -264,7 +283,8 @@ def resume(env: Env, rollout_id: str) -> Rollout:
 def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: Env) -> None:
     """dyf-h3 gets a release that is unhealthy there (flag file), dyf-h6 one that is healthy; both links are
     cut right after the switch (with --min-healthy 3s, well before either can be verified). The agents
-    decide alone; the controller counts both hosts as failed once its watch times out (deadline + grace)."""
+    decide alone; the controller counts both hosts as failed once its watch times out (deadline + grace,
+    2 s here)."""
     bad, good = env.host("dyf-h3"), env.host("dyf-h6")
     targets = f"{bad.name},{good.name}"
     before = env.baseline("cut", "v2", targets)
@@ -272,7 +292,18 @@ def test_cut_link_unhealthy_reverts_on_the_agent_healthy_stays_unconfirmed(env: 
     assert r.returncode == 0, r.stderr
     (bad.volume_dir("cutflag") / "fail").write_text("unhealthy here\n")
     release = env.release_file("cut", "v2", health=FLAG_HEALTH, volumes=["cutflag:/flag"])
-    flags = ("--canary", "0", "--batch", "100%", "--min-healthy", "3s", "--deadline", "6s")
+    flags = (
+        "--canary",
+        "0",
+        "--batch",
+        "100%",
+        "--min-healthy",
+        "3s",
+        "--deadline",
+        "6s",
+        "--watch-grace",
+        "2s",
+    )
     bg = env.start_apply(targets, release, *flags)
     try:
         wait_activated([bad, good], "cut", bg)
@@ -421,3 +452,134 @@ def test_two_controllers_share_a_postgresql_journal_and_either_resumes(env: Env,
             if e.get("event") == "rpc.finished" and e.get("rpc", "").endswith("/Activate")
         ]
         assert [e.get("peer") for e in activations][-1:] == ["bob"], activations  # switched by B
+
+
+# ---- bad release files: each one clear `error:` line naming the file, line and key (or the image), a
+# non-zero exit, and nothing anywhere — no rollout in the journal, no release, revision, image or event on
+# any host
+
+APP = """[containers.app]
+image = "{image}"
+command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+"""
+
+# (case, release file ({image}: a pushed tag, {missing}: a tag the registry lacks), what the error says)
+CASES = [
+    (
+        "unknown-key",
+        'name = "b1"\n' + APP + 'memroy = "256m"\n',
+        "bad.toml:5: containers.app.memroy: unknown key (did you mean memory?)",
+    ),
+    (
+        "bad-duration",
+        'name = "b2"\n' + APP + '[containers.app.health]\ncmd = ["CMD-SHELL", "true"]\ninterval = "soon"\n',
+        "bad.toml:7: containers.app.health.interval:",
+    ),
+    (
+        "no-image",
+        'name = "b3"\n[containers.app]\ncommand = ["true"]\n',
+        "bad.toml:2: containers.app.image: missing",
+    ),
+    ("image-not-in-registry", 'name = "b4"\n' + APP.replace("{image}", "{missing}"), "{missing}"),
+    ("toml-syntax", 'name = "b5\n' + APP, "bad.toml:1: "),
+    ("bad-name", 'name = "Web!"\n' + APP, "bad.toml:1: name: invalid release name 'Web!'"),
+    ("no-containers", 'name = "b7"\n', "the release has no containers"),
+    (
+        "port-twice",
+        'name = "b8"\n'
+        + APP
+        + 'ports = ["8080:80"]\n[containers.side]\nimage = "{image}"\nports = ["8080:81"]\n',
+        "bad.toml:8: containers.side.ports: host port 8080/tcp of '8080:81' is also published by"
+        " containers.app",
+    ),
+    (
+        "unknown-dependency",
+        'name = "b9"\n' + APP + 'depends_on = ["db"]\n',
+        "containers.app.depends_on: unknown container 'db'",
+    ),
+    (
+        "dependency-cycle",
+        'name = "b10"\n'
+        + APP
+        + 'depends_on = ["side"]\n[containers.side]\nimage = "{image}"\ndepends_on = ["app"]\n',
+        "dependency cycle app → side → app",
+    ),
+    (
+        "reserved-label",
+        'name = "b11"\n' + APP + 'labels = { "dockyard.release" = "other" }\n',
+        "containers.app.labels: dockyard.release: the agent sets this label",
+    ),
+    (
+        "bad-restart",
+        'name = "b12"\n' + APP + 'restart = "sometimes"\n',
+        "containers.app.restart: invalid restart policy 'sometimes'",
+    ),
+    ("bad-memory", 'name = "b13"\n' + APP + 'memory = "lots"\n', "bad.toml:5: containers.app.memory:"),
+    (
+        "container-name",
+        'name = "b14"\n' + APP + 'name = "web-1"\n',
+        "containers.app.name: not allowed in a release",
+    ),
+    (
+        "wrong-type",
+        'name = "b15"\n' + APP + 'read_only = "yes"\n',
+        "containers.app.read_only: expected true or false, got a string",
+    ),
+]
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def snapshot(env: Env) -> dict[str, object]:
+    """What every host has that a rollout could change: releases, images, release and image events."""
+    return {
+        h.name: (sorted(s.release for s in h.releases()), h.images(), h.events("release"), h.events("image"))
+        for h in env.fleet.hosts
+        if h.agent is not None
+    }
+
+
+def journal_ids(env: Env) -> list[str]:
+    async def ids() -> list[str]:
+        journal = open_journal(cfg_dir=env.fleet.config_dir)
+        try:
+            return [r.id for r in await journal.list(1000)]
+        finally:
+            await journal.close()
+
+    return asyncio.run(ids())
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_release_file_is_one_clear_error_and_changes_nothing(
+    env: Env, tmp_path: Path, case: str, text: str, expected: str
+) -> None:
+    missing = f"{env.registry}/shop/web:nope"
+    values = {"image": env.images["v1"], "missing": missing}
+    path = tmp_path / "bad.toml"
+    path.write_text(fill(text, values))
+    before = snapshot(env)
+    journal_before = journal_ids(env)
+
+    r = env.cli("-H", "@edge", "rollout", "apply", "-f", str(path), "--min-healthy", "0s")
+
+    assert r.returncode != 0, (case, r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, (case, r.stderr)
+    print(errors[0])
+    assert fill(expected, values) in errors[0], (case, errors[0])
+    assert "Traceback" not in r.stderr
+    assert snapshot(env) == before
+    assert journal_ids(env) == journal_before
+
+
+def test_a_missing_release_file_is_one_clear_error(env: Env, tmp_path: Path) -> None:
+    r = env.cli("-H", "@edge", "rollout", "apply", "-f", str(tmp_path / "nope.toml"))
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        f"error: cannot read release file {tmp_path / 'nope.toml'}: No such file or directory"
+    ]
