@@ -74,15 +74,17 @@ class Env:
         *,
         health: str = HEALTH,
         volumes: Sequence[str] = (),
+        ports: Sequence[str] = (),
         path: Path | None = None,
     ) -> Path:
-        """A release of one busybox httpd container `app` (no network: health checks use loopback)."""
+        """A release of one busybox httpd container `app`; no network unless it publishes `ports` (then
+        the agent's default bridge). Health checks use the container's loopback."""
         lines = [
             f'name = "{name}"',
             "[containers.app]",
             f'image = "{self.images[tag]}"',
             'command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]',
-            'network = "none"',
+            "ports = [" + ", ".join(json.dumps(p) for p in ports) + "]" if ports else 'network = "none"',
             'stop_signal = "KILL"  # httpd as pid 1 ignores SIGTERM: do not wait for each stop',
         ]
         if volumes:
@@ -118,9 +120,10 @@ class Env:
         argv = [CLI_BIN, "-H", targets, "--format", "json", "rollout", "apply", "-f", str(file), *flags]
         return Background.start(argv, config_dir or self.fleet.config_dir, self.work)
 
-    def baseline(self, release: str, tag: str, hosts: str = "@edge") -> dict[str, int]:
+    def baseline(self, release: str, tag: str, hosts: str = "@edge", **file: Any) -> dict[str, int]:
         """Roll `tag` out fast to `hosts` (no canary, one wave); returns host → the active revision."""
-        r = self.apply(hosts, self.release_file(release, tag, path=self.work / f"{release}-base.toml"), *FAST)
+        path = self.work / f"{release}-base.toml"
+        r = self.apply(hosts, self.release_file(release, tag, path=path, **file), *FAST)
         assert r.code == 0, r.text
         out = {}
         for name in r.hosts():

@@ -480,7 +480,11 @@ CASES = [
         'name = "b3"\n[containers.app]\ncommand = ["true"]\n',
         "bad.toml:2: containers.app.image: missing",
     ),
-    ("image-not-in-registry", 'name = "b4"\n' + APP.replace("{image}", "{missing}"), "{missing}"),
+    (
+        "image-not-in-registry",
+        'name = "b4"\n' + APP.replace("{image}", "{missing}"),
+        "bad.toml:3: containers.app.image: {missing}: not found in the registry",
+    ),
     ("toml-syntax", 'name = "b5\n' + APP, "bad.toml:1: "),
     ("bad-name", 'name = "Web!"\n' + APP, "bad.toml:1: name: invalid release name 'Web!'"),
     ("no-containers", 'name = "b7"\n', "the release has no containers"),
@@ -583,3 +587,22 @@ def test_a_missing_release_file_is_one_clear_error(env: Env, tmp_path: Path) -> 
     assert r.stderr.strip().splitlines() == [
         f"error: cannot read release file {tmp_path / 'nope.toml'}: No such file or directory"
     ]
+
+
+def test_a_host_port_another_release_publishes_is_a_release_file_error(env: Env, tmp_path: Path) -> None:
+    env.baseline("porta", "v1", ports=["18080:8080"])
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "b16"\n' + APP.replace("{image}", env.images["v2"]) + 'ports = ["18080:80"]\n')
+    before = snapshot(env)
+    journal_before = journal_ids(env)
+
+    r = env.cli("-H", "@edge", "rollout", "apply", "-f", str(path), "--min-healthy", "0s")
+
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {path}:5: containers.app.ports: host port 18080/tcp on dyf-h1 is taken by release porta"
+        " (container porta-app-r1)"
+    ], r.stderr
+    assert snapshot(env) == before
+    assert journal_ids(env) == journal_before
