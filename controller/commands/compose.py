@@ -516,7 +516,7 @@ def run(
     """Run a one-off command in a new container of a service (its dependencies started first; no ports
     published); exits with the command's exit code."""
     from controller.api.containers import ContainersApi
-    from controller.compose.engine import UpOptions
+    from controller.compose.engine import UpOptions, refuse_secrets
 
     app: App = ctx.obj
     if not detach:
@@ -544,6 +544,7 @@ def run(
 
     async def op(client: AgentClient, out: HostOutput) -> tuple[str, int | None]:
         engine = _engine(app, project, client, out)
+        refuse_secrets([svc])
         if deps and not no_deps:
             await engine.up(UpOptions(services=deps))
         else:

@@ -195,6 +195,7 @@ class Engine:
 
     async def up(self, options: UpOptions) -> list[Action]:
         services = self.project.select(options.services)
+        refuse_secrets(services)
         await self.ensure_networks(services)
         await self.ensure_volumes(services)
         digests = {s.name: await self.ensure_image(s, options.pull, options.build) for s in services}
@@ -425,8 +426,20 @@ class Engine:
 
     async def run_oneoff(self, service: Service, config: ContainerConfig) -> str:
         """Create a one-off container of `service` (not started); its name."""
+        refuse_secrets([service])
         name = f"{self.project.name}-{service.name}-run-{secrets.token_hex(6)}"
         return await self.create(service, 1, config=replace(config, name=name), oneoff=True)
+
+
+def refuse_secrets(services: Iterable[Service]) -> None:
+    """Secrets are delivered with a release (stored on the controller, staged on the agent); a single
+    `compose up` has no such path, so it refuses before touching the host."""
+    for service in services:
+        if service.secrets:
+            raise ControllerError(
+                f"services.{service.name}.secrets: compose secrets are supported in rollouts"
+                " (dockyard rollout apply -f …); for compose up use a volume or env"
+            )
 
 
 def _number(c: Container) -> int:

@@ -85,6 +85,28 @@ class Healthcheck:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A service's use of a top-level secret (`secrets: [db_password]` or the long form); None = unset.
+    Only a rollout mounts secrets (controller/rollout/compose_release.py); `compose up` refuses them."""
+
+    source: str  # key of Project.secrets
+    target: str  # as written; the source when unset
+    uid: int | None = None
+    gid: int | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class SecretDef:
+    """A top-level secret. `name` is the dockyard secret (`dockyard secret create NAME`): `name:`,
+    `external.name` or the key; `local` names a `file`/`environment` source (read on this machine)."""
+
+    key: str
+    name: str
+    local: str = ""  # "file" or "environment" when the value would come from this machine
+
+
+@dataclass(frozen=True)
 class Service:
     """One service, resolved. `config` is its container's run config: image, command, env, mounts, ports,
     limits, health, the first network with the service name as an alias; `networks` lists every
@@ -101,6 +123,7 @@ class Service:
     pull_never: bool = False  # `build:` without `image:`: the image only ever comes from a build
     command: tuple[str, ...] | None = None  # as written (None: the image's CMD)
     entrypoint: tuple[str, ...] | None = None  # as written (None: the image's ENTRYPOINT)
+    secrets: tuple[SecretRef, ...] = ()
 
     def with_command(self, command: tuple[str, ...]) -> ContainerConfig:
         """The config with `command` in place of the service's (`compose run SERVICE CMD…`)."""
@@ -167,6 +190,7 @@ class Project:
     networks: Mapping[str, NetworkDef]
     active: frozenset[str]
     document: Mapping[str, Any]
+    secrets: Mapping[str, SecretDef] = field(default_factory=dict)
 
     def service(self, name: str) -> Service:
         for s in self.services:

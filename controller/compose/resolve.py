@@ -33,6 +33,8 @@ from controller.compose.model import (
     Healthcheck,
     NetworkDef,
     Project,
+    SecretDef,
+    SecretRef,
     Service,
     VolumeDef,
     argv_fields,
@@ -173,12 +175,64 @@ class _Resolver:
 
     # ---- one service -----------------------------------------------------------------------------
 
+    def secrets(self) -> dict[str, SecretDef]:
+        """The top-level secrets: a dockyard secret by `name:`/`external.name`/key, or a local source."""
+        out: dict[str, SecretDef] = {}
+        for key, spec in (self.doc.get("secrets") or {}).items():
+            spec = spec or {}
+            p = f"secrets.{key}"
+            external = spec.get("external", False)
+            name = self.text(spec.get("name", key), f"{p}.name")
+            if isinstance(external, dict):
+                name = self.text(external.get("name", name), f"{p}.external.name")
+                external = True
+            local = next((k for k in ("file", "environment") if k in spec), "")
+            if not self.boolean(external, f"{p}.external") and not local and "name" not in spec:
+                raise self.fail(p, "needs `external: true` (a dockyard secret) or a name")
+            out[key] = SecretDef(key, name, local)
+        return out
+
+    def secret_refs(self, value: Any, path: str, secrets: Mapping[str, SecretDef]) -> tuple[SecretRef, ...]:
+        """A service's `secrets:` (short form: the source; long form: source, target, uid, gid, mode)."""
+        out: list[SecretRef] = []
+        for i, item in enumerate(_as_list(value)):
+            where = f"{path}.{i}"
+            entry: Mapping[str, Any] = {"source": item} if isinstance(item, str) else item
+            if "source" not in entry:
+                raise self.fail(where, "missing source (a secret under the top-level secrets:)")
+            source = self.text(entry["source"], f"{where}.source")
+            if source not in secrets:
+                raise self.fail(where, f"refers to undefined secret {source!r} (declare it under secrets:)")
+            ids = {
+                k: self.integer(entry[k], f"{where}.{k}", 0, (1 << 32) - 2)
+                for k in ("uid", "gid")
+                if k in entry
+            }
+            mode = entry.get("mode")
+            if mode is not None:
+                mode = self.mode(mode, f"{where}.mode")
+            target = self.text(entry.get("target", source), f"{where}.target")
+            out.append(SecretRef(source, target, ids.get("uid"), ids.get("gid"), mode))
+        return tuple(out)
+
+    def mode(self, value: Any, path: str) -> int:
+        """A file mode in octal digits: `0440` (docker compose reads a leading 0 as octal; the YAML 1.2
+        loader here reads the number 440, the same digits) or the string "0440"."""
+        try:
+            number = int(str(value), 8) if not isinstance(value, bool) else -1
+        except ValueError:
+            number = -1
+        if not 0 <= number <= 0o777:
+            raise self.fail(path, f"invalid mode {value!r}: octal digits, 0000 to 0777 (such as 0440)")
+        return number
+
     def service(
         self,
         name: str,
         s: Mapping[str, Any],
         volumes: Mapping[str, VolumeDef],
         networks: Mapping[str, NetworkDef],
+        secrets: Mapping[str, SecretDef] | None = None,
     ) -> tuple[Service, dict[str, Any]]:
         """The typed service and its entry in the resolved document."""
         p = f"services.{name}"
@@ -225,6 +279,15 @@ class _Resolver:
         depends = self.depends_on(s.get("depends_on"), f"{p}.depends_on")
         if depends:
             out["depends_on"] = {d: {"condition": str(c), "required": True} for d, c in depends.items()}
+
+        secret_refs = self.secret_refs(s.get("secrets"), f"{p}.secrets", secrets or {})
+        if secret_refs:
+            out["secrets"] = [
+                {"source": r.source, "target": r.target}
+                | {k: v for k, v in (("uid", r.uid), ("gid", r.gid)) if v is not None}
+                | ({"mode": f"{r.mode:04o}"} if r.mode is not None else {})
+                for r in secret_refs
+            ]
 
         health = self.healthcheck(s.get("healthcheck"), f"{p}.healthcheck")
         if s.get("healthcheck") is not None:
@@ -304,6 +367,7 @@ class _Resolver:
             pull_never=image is None,
             command=command,
             entrypoint=entrypoint,
+            secrets=secret_refs,
         )
         return service, out
 
@@ -643,10 +707,11 @@ def resolve(doc: Mapping[str, Any], ctx: Context) -> Project:
         raise r.fail("services", "no services defined")
     volumes = r.volumes()
     networks = r.networks()
+    secrets = r.secrets()
     services: dict[str, Service] = {}
     documents: dict[str, Any] = {}
     for name, spec in services_doc.items():
-        services[name], documents[name] = r.service(name, spec or {}, volumes, networks)
+        services[name], documents[name] = r.service(name, spec or {}, volumes, networks, secrets)
     cycle = _cycle(services)
     if cycle:
         raise r.fail(f"services.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle))
@@ -674,6 +739,12 @@ def resolve(doc: Mapping[str, Any], ctx: Context) -> Project:
     vol_doc = {k: {"name": v.name, **({"external": True} if v.external else {})} for k, v in volumes.items()}
     if vol_doc:
         document["volumes"] = vol_doc
+    sec_doc = {
+        k: {"name": d.name, **({"external": True} if not d.local else {d.local: doc["secrets"][k][d.local]})}
+        for k, d in secrets.items()
+    }
+    if sec_doc:
+        document["secrets"] = sec_doc
     return Project(
         name=ctx.project,
         working_dir=ctx.working_dir,
@@ -683,6 +754,7 @@ def resolve(doc: Mapping[str, Any], ctx: Context) -> Project:
         networks=networks,
         active=active,
         document=document,
+        secrets=secrets,
     )
 
 

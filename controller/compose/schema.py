@@ -167,6 +167,7 @@ _SERVICE: Spec = {
     "cpus": None,
     "deploy": {"resources": {"limits": {"cpus": None, "memory": None, "pids": None}}},
     "profiles": None,
+    "secrets": {"source": None, "target": None, "uid": None, "gid": None, "mode": None},
 }
 SUPPORTED: Spec = {
     "version": None,  # obsolete; docker compose ignores it with a warning, so does dockyard
@@ -176,6 +177,8 @@ SUPPORTED: Spec = {
     "networks": Each(
         {"name": None, "external": None, "internal": None, "labels": None, "driver": _one_of("bridge")}
     ),
+    # a release's secrets (controller/rollout/compose_release.py refuses the `file`/`environment` sources)
+    "secrets": Each({"name": None, "external": {"name": None}, "file": None, "environment": None}),
 }
 
 

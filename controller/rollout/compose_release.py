@@ -17,7 +17,11 @@ takes, or refuses — naming the file and the compose key — what a release can
   by its name (it must exist on every host; aliases kept on a user-defined one); any other network, or a
   service on more than one network, is refused.
 - a bind mount of a path in the project directory (`./data`) is refused: it names this machine's disk;
-- compose `secrets:` are refused by the compose loader (not in the supported subset).
+- secrets: a top-level secret names a dockyard secret (`external: true`, `name:` or `external.name`; the
+  value comes from `dockyard secret create NAME`); a `file:` or `environment:` source is refused (a release
+  never carries a value read on this machine). A service's `secrets:` (short form, or source, target, uid,
+  gid, mode) become the container's secret files under /run/secrets (target: the source by default; an
+  absolute target must be in /run/secrets); mode 0400, uid/gid 0 unless set.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ def to_release(project: Project, source: str) -> Release:
                     " hosts; bind an absolute host path or use a named volume",
                 )
         config = _network(project, service, where, fail)
-        containers.append(ReleaseContainer(service.name, config, tuple(service.depends_on)))
+        secrets = _secrets(project, service, where, fail)
+        containers.append(ReleaseContainer(service.name, config, tuple(service.depends_on), secrets))
     if not containers:
         raise fail("services", "no active service (check profiles)")
     _check_ports(containers, source)
@@ -133,6 +138,43 @@ def _network(
         "a rollout does not create networks: use the default network, or declare this one"
         " `external: true` (created on every host with dockyard network create)",
     )
+
+
+def _secrets(
+    project: Project, service: Service, where: str, fail: Callable[[str, str], ComposeError]
+) -> tuple[spec_mod.SecretUse, ...]:
+    """The service's secret files (see the module docstring)."""
+    out: list[spec_mod.SecretUse] = []
+    for i, ref in enumerate(service.secrets):
+        at = f"{where}.secrets.{i}"
+        secret = project.secrets[ref.source]
+        if secret.local:
+            raise fail(
+                f"secrets.{secret.key}.{secret.local}",
+                "a release never carries a value from this machine: create it with `dockyard secret create"
+                f" {secret.name}` and declare the secret `external: true`",
+            )
+        target = ref.target
+        if target.startswith("/"):
+            parent, _, target = target.rpartition("/")
+            if parent.rstrip("/") != "/run/secrets":
+                raise fail(f"{at}.target", f"{ref.target}: dockyard mounts secrets in /run/secrets")
+        for what, text in (("source", secret.name), ("target", target)):
+            if not spec_mod.SECRET_NAME_RE.match(text):
+                raise fail(
+                    f"{at}.{what}", f"invalid secret {what} {text!r}: expected [A-Za-z0-9][A-Za-z0-9_.-]*"
+                )
+        default = spec_mod.SecretUse(secret.name, target)
+        use = replace(
+            default,
+            mode=default.mode if ref.mode is None else ref.mode,
+            uid=default.uid if ref.uid is None else ref.uid,
+            gid=default.gid if ref.gid is None else ref.gid,
+        )
+        if any(u.target == use.target for u in out):
+            raise fail(f"{at}.target", f"two secrets would be the file /run/secrets/{use.target}")
+        out.append(use)
+    return tuple(out)
 
 
 def _check_ports(containers: list[ReleaseContainer], source: str) -> None:

@@ -384,3 +384,37 @@ def test_config_document_is_resolved(tmp_path: Path) -> None:
     assert doc["volumes"] == {"v": {"name": f"{p.name}_v"}}
     assert doc["networks"] == {"default": {"name": f"{p.name}_default"}}
     assert dataclasses.asdict(p.service("a").config)["publish"] == ("81:80/tcp",)
+
+
+def test_secrets_are_resolved_but_compose_up_refuses_them(tmp_path: Path) -> None:
+    from controller.compose.engine import refuse_secrets
+
+    p = project(
+        tmp_path,
+        "services:\n"
+        "  web: {image: w, secrets: [pw, {source: key, target: k, uid: '5', mode: 0440}]}\n"
+        "  db: {image: d}\n"
+        "secrets:\n  pw: {external: true}\n  key: {name: api_key}\n",
+    )
+    assert [(r.source, r.target, r.uid, r.gid, r.mode) for r in p.service("web").secrets] == [
+        ("pw", "pw", None, None, None),
+        ("key", "k", 5, None, 0o440),
+    ]
+    # `compose config`: both are dockyard secrets (a value from `dockyard secret create`)
+    assert p.document["secrets"] == {
+        "pw": {"name": "pw", "external": True},
+        "key": {"name": "api_key", "external": True},
+    }
+    assert p.document["services"]["web"]["secrets"][1] == {
+        "source": "key",
+        "target": "k",
+        "uid": 5,
+        "mode": "0440",
+    }
+    refuse_secrets([p.service("db")])  # no secrets: nothing to refuse
+    with pytest.raises(ControllerError) as err:
+        refuse_secrets(p.select())
+    assert err.value.message == (
+        "services.web.secrets: compose secrets are supported in rollouts (dockyard rollout apply -f …);"
+        " for compose up use a volume or env"
+    )

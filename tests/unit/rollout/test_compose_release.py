@@ -205,7 +205,50 @@ def test_networks(tmp_path: Path) -> None:
         ('services:\n  Web: {image: "r.lab/w:1"}\n', "services.Web: a release's container names are"),
         (
             'services:\n  web: {image: "r.lab/w:1", secrets: [pw]}\nsecrets:\n  pw: {file: ./pw}\n',
-            "secrets: not supported by dockyard",
+            "secrets.pw.file: a release never carries a value from this machine: create it with"
+            " `dockyard secret create pw`",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [pw]}\nsecrets:\n  pw: {environment: PW}\n',
+            "secrets.pw.environment: a release never carries a value from this machine",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [pw]}\n',
+            "services.web.secrets.0: refers to undefined secret 'pw'",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [pw]}\nsecrets:\n  pw: {}\n',
+            "secrets.pw: needs `external: true`",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [{source: pw, target: /etc/pw}]}\n'
+            "secrets:\n  pw: {external: true}\n",
+            "services.web.secrets.0.target: /etc/pw: dockyard mounts secrets in /run/secrets",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [{source: pw, target: a/b}]}\n'
+            "secrets:\n  pw: {external: true}\n",
+            "services.web.secrets.0.target: invalid secret target 'a/b'",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [pw, {source: pw2, target: pw}]}\n'
+            "secrets:\n  pw: {external: true}\n  pw2: {external: true}\n",
+            "services.web.secrets.1.target: two secrets would be the file /run/secrets/pw",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [{source: pw, mode: 0980}]}\n'
+            "secrets:\n  pw: {external: true}\n",
+            "services.web.secrets.0.mode: invalid mode",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [{source: pw, uid: "-1"}]}\n'
+            "secrets:\n  pw: {external: true}\n",
+            "services.web.secrets.0.uid:",
+        ),
+        (
+            'services:\n  web: {image: "r.lab/w:1", secrets: [pw]}\n'
+            "secrets:\n  pw: {external: true, driver: x}\n",
+            "secrets.pw.driver: not supported by dockyard",
         ),
     ],
 )
@@ -213,6 +256,56 @@ def test_refusals_are_one_line_naming_the_key(tmp_path: Path, text: str, expecte
     message = refused(tmp_path, text)
     assert "\n" not in message
     assert expected in message, message
+
+
+def test_secrets_become_the_containers_secret_files(tmp_path: Path) -> None:
+    release = load(
+        tmp_path,
+        """\
+        services:
+          web:
+            image: r.lab/web:1
+            secrets:
+              - db_password
+              - {source: api, target: api_key, uid: "1000", gid: "1000", mode: 0440}
+              - {source: tls, target: /run/secrets/tls.pem, mode: "0444"}
+          other: {image: "r.lab/o:1"}
+        secrets:
+          db_password: {external: true}
+          api: {external: true, name: shop_api_key}
+          tls: {name: edge_tls}
+        """,
+    )
+    web, other = release.containers
+    assert web.secrets == (
+        spec.SecretUse("db_password", "db_password"),  # target = source; mode 0400, uid/gid 0
+        spec.SecretUse("shop_api_key", "api_key", 0o440, 1000, 1000),
+        spec.SecretUse("edge_tls", "tls.pem", 0o444),
+    )
+    assert (web.secrets[0].mode, web.secrets[0].uid, web.secrets[0].gid) == (0o400, 0, 0)
+    assert other.secrets == ()
+    wire = spec.revision_spec(release).containers[1].secrets  # on the wire as a TOML release's
+    assert [(f.name, f.target, f.mode) for f in wire] == [
+        ("shop_api_key", "api_key", 0o440),
+        ("db_password", "db_password", 0o400),
+        ("edge_tls", "tls.pem", 0o444),
+    ]
+    # the same release as the TOML form, secret for secret
+    toml = spec.load(
+        write(
+            tmp_path,
+            """\
+            name = "shop"
+            [containers.web]
+            image = "r.lab/web:1"
+            secrets = ["db_password",
+              {name = "shop_api_key", target = "api_key", uid = 1000, gid = 1000, mode = "0440"},
+              {name = "edge_tls", target = "tls.pem", mode = "0444"}]
+            """,
+            "release.toml",
+        )
+    )
+    assert toml.containers[0].secrets == web.secrets
 
 
 def test_absolute_bind_mounts_pass(tmp_path: Path) -> None:
