@@ -121,3 +121,44 @@ def test_secret_end_to_end_and_rotation_reverts(agent: Host, images: Images, tmp
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in stored)
     key = tmp_path / "a-etc" / "secrets.key"  # the agent's own key (its config dir: no TCP listener here)
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+COMPOSE = """\
+name: shop
+services:
+  app:
+    image: {image}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+    stop_grace_period: 1s
+    secrets:
+      - source: db
+        target: /run/secrets/pw
+        uid: "1000"
+        mode: 0440
+    healthcheck:
+      test: ["CMD-SHELL", "test -s /run/secrets/pw"]
+      interval: 300ms
+      retries: 2
+networks:
+  default: {{external: true, name: none}}
+secrets:
+  db: {{external: true, name: db_password}}
+"""
+
+
+def test_a_compose_release_mounts_a_secret(agent: Host, images: Images, tmp_path: Path) -> None:
+    value = f"compose-{secrets.token_hex(8)}".encode()
+    assert run_cli(agent.config_dir, "secret", "create", "db_password", input=value).returncode == 0
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(COMPOSE.format(image=f"{images.registry.host}/shop/web:v1"))
+    applied = cli(agent, "rollout", "apply", "-f", str(compose), "--min-healthy", "1s", "--deadline", "20s")
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    inside = cli(agent, "exec", "shop-app-r1", "cat", "/run/secrets/pw")
+    assert inside.returncode == 0 and inside.stdout.encode() == value
+    mode = cli(agent, "exec", "shop-app-r1", "stat", "-c", "%a %u %g", "/run/secrets/pw")
+    assert mode.stdout.split() == ["440", "1000", "0"]
+    assert value not in applied.stdout.encode() + applied.stderr.encode()
+    # `compose up` on one host refuses the same file, before touching the host
+    up = cli(agent, "compose", "-f", str(compose), "up", "-d")
+    assert up.returncode != 0
+    assert "compose secrets are supported in rollouts" in up.stderr
