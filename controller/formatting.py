@@ -210,17 +210,20 @@ def status_text(row: Mapping[str, Any], now: dt.datetime | None = None) -> str:
     return status.capitalize()
 
 
-def container_rows(rows: Sequence[Mapping[str, Any]], full: bool) -> list[dict[str, Any]]:
+def container_rows(
+    rows: Sequence[Mapping[str, Any]], full: bool, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Docker's fields of `ps` rows; `now` (default: the clock) is what "5 minutes ago" counts from."""
     return [
         {
             "ID": r["id"] if full else str(r["id"])[:12],
             "Image": r.get("image", ""),
             "Command": _command(r.get("command") or [], full),
             "CreatedAt": _created_at(r.get("created")),
-            "RunningFor": _ago(r.get("created")),
+            "RunningFor": _ago(r.get("created"), now),
             "Ports": ", ".join(r.get("ports") or []),
             "State": r.get("status", ""),
-            "Status": status_text(r),
+            "Status": status_text(r, now),
             "Size": "",  # the agent does not report a container's size in lists
             "Names": r.get("name", ""),
             "Labels": _labels(r.get("labels")),

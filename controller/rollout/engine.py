@@ -798,8 +798,12 @@ class Engine:
                 alive = await self.journal.set_state(
                     self.rollout.id, self._state, self._reason, expect=[self._state]
                 )
-                if not alive:  # paused or aborted meanwhile: `abort` gives the leases back, keep off them
-                    return
+                if not alive:
+                    # paused or aborted meanwhile (`abort` gives the leases back: keep off them), or only
+                    # our own state moved on between the two writes: then renew as usual
+                    now = await self.journal.get(self.rollout.id)
+                    if now.state in (RolloutState.PAUSED, RolloutState.ABORTED):
+                        return
                 await _together(*(self._lease_one(h, True) for h in self.plan.hosts()))
                 self.lease_renewals += 1
 

@@ -121,7 +121,7 @@ def test_every_documented_field_is_known() -> None:
 
 
 def test_container_fields() -> None:
-    (row,) = formatting.container_rows([CONTAINER], full=False)
+    (row,) = formatting.container_rows([CONTAINER], full=False, now=NOW)
     assert row["ID"] == "0123456789ab"
     assert row["Names"] == "web" and row["Image"] == "busybox:latest" and row["State"] == "running"
     assert row["Status"] == "Up 4 minutes"
