@@ -20,7 +20,8 @@ from controller import session
 from controller.app import App, HostOutput
 from controller.client import AgentClient
 from controller.commands.containers_common import NO_HELP_SHORTCUT, exit_with, resolve_env, single
-from controller.errors import ControllerError, UsageError
+from controller.commands.containers_run import exec_in
+from controller.errors import UsageError
 
 if TYPE_CHECKING:
     from controller.api.build import BuildOptions
@@ -460,32 +461,11 @@ def exec_(
     command: tuple[str, ...],
 ) -> None:
     """Run a command in a service's running container; exits with the command's exit code."""
-    from controller.api.containers import ContainersApi, ExecSpec
 
     app: App = ctx.obj
     project = _project(ctx, name_only=True)
-    multi = len(app.targets) > 1
-    if multi and (interactive or tty):
-        single(app, "an interactive exec")
-    session.require_terminal(tty, interactive)
     name = project.container_name(service, index)
-    spec = ExecSpec(name, command, resolve_env(env, ()), user, workdir, tty, interactive, detach)
-    size = session.window(tty)
-
-    async def op(client: AgentClient, out: HostOutput) -> int | None:
-        code = await session.drive(
-            ContainersApi(client).exec(spec, size=size),
-            interactive=interactive and not detach,
-            tty=tty,
-            sink=out if multi else None,
-        )
-        if multi and code:
-            raise ControllerError(f"command exited with code {code}", client.name)
-        return code
-
-    code = app.run(op)
-    if not detach and not multi:
-        exit_with(code)
+    exec_in(app, name, command, env, user, workdir, tty, interactive, detach)
 
 
 @compose.command("run", context_settings={**NO_HELP_SHORTCUT, "allow_interspersed_args": False})

@@ -172,6 +172,22 @@ def exec_(
     On several hosts (no -i/-t) the output lines are prefixed by host and a non-zero exit code counts as
     that host's failure.
     """
+    exec_in(app, container, command, env, user, workdir, tty, interactive, detach)
+
+
+def exec_in(
+    app: App,
+    container: str,
+    command: tuple[str, ...],
+    env: tuple[str, ...],
+    user: str,
+    workdir: str,
+    tty: bool,
+    interactive: bool,
+    detach: bool,
+) -> None:
+    """`exec` on the selected hosts (also `compose exec`): one interactive session, or host-prefixed output
+    where a non-zero exit code is that host's failure; exits with the command's code on one host."""
     multi = len(app.targets) > 1
     if multi and (interactive or tty):
         single(app, "an interactive exec")
