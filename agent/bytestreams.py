@@ -280,7 +280,14 @@ async def read_in_thread(chunks: AsyncIterable[bytes], read: Callable[[ChunkRead
         with contextlib.suppress(BaseException):
             await task
         raise
-    return await task
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # cancelled while `read` finishes the last bytes (a connection cut after the upload's end): it
+        # may still publish what it wrote, so the caller sees the end of it, not a thread still running
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 async def written_in_thread(write: Callable[[ChunkWriter], None]) -> AsyncGenerator[bytes, None]:

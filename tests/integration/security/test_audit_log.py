@@ -98,7 +98,9 @@ def test_chain_survives_10000_calls_rotation_and_sigkill_and_an_edit_is_found(fl
     raw = middle.read_bytes()
     lines = raw.split(b"\n")
     victim = json.loads(lines[len(lines) // 2])
-    at = raw.index(f'"request_id":"{victim["request_id"]}"'.encode()) + len('"request_id":"')
+    # the victim's own line: its request and response entries share the request id
+    line_start = sum(len(line) + 1 for line in lines[: len(lines) // 2])
+    at = raw.index(f'"request_id":"{victim["request_id"]}"'.encode(), line_start) + len('"request_id":"')
     middle.write_bytes(raw[:at] + (b"X" if raw[at : at + 1] != b"X" else b"Y") + raw[at + 1 :])
     done = fleet.cli(fleet.admin_dir, "audit", "verify", host=a.unix, timeout=120)
     assert done.returncode != 0
