@@ -11,8 +11,11 @@ One JSON object per line in `<audit dir>/audit.log` (rotated to audit.log.1 … 
 Every audited call is written twice: a `request` entry before the agent acts (so a call is on record even
 if the agent dies while doing it, and a log that cannot be written stops it before it acts when
 `audit_required`) and a `response` entry with the result before the reply. A refused call has one
-`response` entry. Lines are written with one O_APPEND write and fsynced; concurrent calls share a write
-and an fsync (group commit). The chain crosses rotations: a new file's first entry chains to the last line
+`response` entry. Lines are written with one O_APPEND write; concurrent calls share a write (group
+commit). A batch with a `response` entry is fsynced before the replies go out; a batch of `request` entries
+only is written, not fsynced: the page cache keeps it through an agent SIGKILL, and the response's fsync
+carries it to disk (a power cut between acting and replying can lose that request entry, never an answered
+call's). The chain crosses rotations: a new file's first entry chains to the last line
 of the previous file.
 
 A last line without its newline (a write torn by a crash or power loss) is found at start: it is cut from
@@ -295,15 +298,17 @@ class AuditLog:
             prev = hashlib.sha256(line).hexdigest()
         return b"".join(out), prev, seq
 
-    def _append(self, data: bytes) -> None:
-        """Rotate if `data` would pass the size limit, then write it in one call and fsync (in a thread)."""
+    def _append(self, data: bytes, sync: bool = True) -> None:
+        """Rotate if `data` would pass the size limit, then write it in one call and (when `sync`) fsync;
+        in a thread."""
         if self._size and self._size + len(data) > self.max_size:
             self._rotate()
         try:
             written = os.write(self._fd, data)
             if written != len(data):  # a regular file takes less only when the disk is full
                 raise OSError(errno.ENOSPC, f"No space left on device (wrote {written} of {len(data)} bytes)")
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):  # leave no half line behind us
                 os.ftruncate(self._fd, self._size)
@@ -362,12 +367,14 @@ class AuditLog:
                 raise AuditUnavailable(f"audit log cannot be written: {reason}") from exc
 
     async def _flush(self) -> None:
-        """Write everything queued, one write + fsync per batch, until the queue is empty."""
+        """Write everything queued, one write per batch (fsynced when it holds an answer), until the queue
+        is empty."""
         while self._queue:
             batch, self._queue = self._queue, []
             data, prev, seq = self._seal([e for e, _ in batch])
+            sync = any(e.get("stage") != "request" for e, _ in batch)
             try:
-                await asyncio.to_thread(self._append, data)
+                await asyncio.to_thread(self._append, data, sync)
             except OSError as exc:
                 for _, future in batch:
                     if not future.done():
